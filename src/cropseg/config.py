@@ -1,0 +1,83 @@
+"""Where the Hydra configs live, and turning composed configs into objects.
+
+The configs are in the repository's ``conf/`` (an editable install) or packaged as
+``cropseg/conf`` (a wheel). Building objects here, not with ``hydra.utils.instantiate``,
+lets every bad value be reported by its config key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from cropseg.errors import UserError
+
+
+def config_dir() -> Path:
+    packaged = Path(__file__).parent / "conf"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+CONFIG_DIR = config_dir()
+
+
+def compose(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+    """Compose a config as the entry point would (for tests and notebooks); no run folder."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve a config into plain data; a missing mandatory value names its key."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or str(err)
+        raise UserError(f"{key} is required (e.g. {key}=...)") from None
+    except OmegaConfBaseException as err:
+        raise UserError(f"config: {str(err).splitlines()[0]}") from None
+
+
+def datamodule_from_config(data: dict[str, Any], seed: int = 0):
+    from cropseg.bands import normalization_from_config
+    from cropseg.data.datamodule import CroplandDataModule
+    from cropseg.data.transforms import AugmentConfig
+
+    if data.get("generate_demo"):
+        from cropseg.data.demo import DemoSpec, ensure_demo
+
+        spec = DemoSpec(**data["generate_demo"])
+        ensure_demo(Path(data["root"]).parent, spec)
+    bands = list(data["bands"])
+    norm = normalization_from_config(data.get("normalization"), bands)
+    return CroplandDataModule(
+        root=data["root"], train_list=data.get("train_list"), val_list=data.get("val_list"), bands=bands,
+        normalization=norm, patch_size=data.get("patch_size", 192), crop_size=data.get("crop_size"),
+        batch_size=data.get("batch_size", 8), num_workers=data.get("num_workers", 0),
+        oversample=data.get("oversample", 0.5), epoch_length=data.get("epoch_length"),
+        augment=AugmentConfig.from_config(data.get("augment")), augment_on_device=data.get("augment_on_device", False),
+        skip_missing=data.get("skip_missing", False), val_fraction=data.get("val_fraction", 0.2),
+        index_cache=data.get("index_cache"), seed=seed, pin_memory=data.get("pin_memory", False),
+    )
+
+
+def model_from_config(cfg: dict[str, Any], normalization) -> Any:
+    from cropseg.models.module import SegmentationModule
+
+    model, data = cfg["model"], cfg["data"]
+    loss = cfg.get("loss", {}).get("terms", "bce+dice")
+    return SegmentationModule(
+        arch=model["arch"], encoder=model["encoder"], encoder_weights=model.get("encoder_weights"),
+        bands=list(data["bands"]), normalization=normalization.to_dict(), patch_size=data.get("patch_size", 192),
+        loss=loss, optimizer=cfg.get("optimizer"), scheduler=cfg.get("scheduler"),
+        threshold=model.get("threshold", 0.5), arch_kwargs=model.get("arch_kwargs"),
+        channels_last=model.get("channels_last", False), train_config=cfg,
+    )

@@ -1,0 +1,1 @@
+"""Training data: patch files, their index, sampling, transforms and the DataModule."""

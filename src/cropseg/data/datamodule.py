@@ -1,0 +1,195 @@
+"""The LightningDataModule: H5 patches → normalized, augmented, stratified batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cropseg.bands import DEFAULT_BANDS, Normalization
+from cropseg.errors import UserError
+
+from .index import build_index, find_missing
+from .patches import list_patches, read_list, read_patch, patch_path
+from .sampler import StratifiedSampler
+from .transforms import IGNORE, AugmentConfig, augment, random_crop
+
+log = logging.getLogger(__name__)
+
+
+class PatchDataset(Dataset):
+    """Patches of one split as (image C×H×W in [0, 1], label 1×H×W with IGNORE on nodata)."""
+
+    def __init__(self, root: str | Path, names: Sequence[str], bands: Sequence[str], normalization: Normalization,
+                 file_bands: Sequence[Sequence[str]] | None = None, crop_size: int | None = None,
+                 augment_cfg: AugmentConfig | None = None, seed: int = 0) -> None:
+        self.root, self.names = Path(root), list(names)
+        self.bands, self.norm = tuple(bands), normalization
+        self.file_bands = [tuple(b) for b in file_bands] if file_bands is not None else None
+        self.crop_size, self.augment_cfg, self.seed = crop_size, augment_cfg, seed
+        self._calls = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Normalized (C, H, W) image and (1, H, W) label of patch ``i``, nodata → 0 / IGNORE."""
+        patch = read_patch(patch_path(self.root, self.names[i]))
+        have = self.file_bands[i] if self.file_bands is not None else patch.bands
+        data = patch.data
+        if tuple(have) != self.bands:
+            data = data[..., [have.index(b) for b in self.bands]]
+        valid = np.isfinite(data).all(axis=2) & np.isfinite(patch.label[..., 0])
+        image = self.norm.apply(data, channel_axis=-1)
+        image[~valid] = 0.0
+        label = np.where(valid, patch.label[..., 0], IGNORE).astype(np.float32)
+        return np.ascontiguousarray(image.transpose(2, 0, 1)), label[None]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, label = self.load(i)
+        x, y = torch.from_numpy(image), torch.from_numpy(label)
+        if self.crop_size or self.augment_cfg:
+            g = torch.Generator().manual_seed(hash((self.seed, i, os.getpid(), self._calls)) & 0x7FFFFFFF)
+            self._calls += 1
+            if self.crop_size:
+                x, y = random_crop(x, y, self.crop_size, g)
+            if self.augment_cfg:
+                xb, yb = augment(x[None], y[None], self.augment_cfg, g)
+                x, y = xb[0], yb[0]
+        return {"image": x.contiguous(), "mask": y.contiguous(), "name": self.names[i]}
+
+
+class CroplandDataModule(pl.LightningDataModule):
+    """Streams H5 patches with class-stratified oversampling of the training split."""
+
+    def __init__(
+        self,
+        root: str,
+        train_list: str | None = None,
+        val_list: str | None = None,
+        bands: Sequence[str] = DEFAULT_BANDS,
+        normalization: Normalization | None = None,
+        patch_size: int = 192,
+        crop_size: int | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        oversample: float = 0.5,
+        epoch_length: int | None = None,
+        augment: AugmentConfig | None = None,
+        augment_on_device: bool = False,
+        skip_missing: bool = False,
+        val_fraction: float = 0.2,
+        index_cache: str | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.train_list, self.val_list = train_list, val_list
+        self.bands = tuple(bands)
+        self.norm = normalization or Normalization.default(self.bands)
+        self.patch_size, self.crop_size = int(patch_size), crop_size
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.oversample, self.epoch_length = float(oversample), epoch_length
+        self.augment_cfg, self.augment_on_device = augment, augment_on_device
+        self.skip_missing, self.val_fraction = skip_missing, val_fraction
+        self.index_cache, self.seed = index_cache, int(seed)
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.index: dict[str, Any] = {}
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    # -- checking the data once, with clear errors ----------------------------------------
+    def _names(self, list_file: str | None, key: str) -> list[str]:
+        if list_file is None:
+            return []
+        names = read_list(list_file)
+        missing = find_missing(self.root, names)
+        if missing:
+            head = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            if not self.skip_missing:
+                raise UserError(f"data.{key}={list_file}: {len(missing)} listed patch(es) not found in {self.root}: "
+                                f"{head} (data.skip_missing=true skips them)")
+            log.warning("data.%s: skipping %d missing patch(es): %s", key, len(missing), head)
+            names = [n for n in names if n not in set(missing)]
+        return names
+
+    def _check(self, df, key: str) -> None:
+        def first(mask) -> str:
+            bad = df.name[mask].tolist()
+            return ", ".join(f"{n}.h5" for n in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+
+        size = (df.height != self.patch_size) | (df.width != self.patch_size)
+        if size.any():
+            i = int(np.argmax(size.values))
+            raise UserError(f"{self.root}: patch size {df.height[i]}x{df.width[i]} differs from data.patch_size="
+                            f"{self.patch_size} in {first(size)}")
+        for i, names in enumerate(df.bands):
+            have = tuple(names.split(","))
+            if not set(self.bands) <= set(have):
+                raise UserError(f"{self.root}/{df.name[i]}.h5: has {len(have)} bands {list(have)}, data.bands asks for "
+                                f"{list(self.bands)}")
+        labels = (df.label_min < 0) | (df.label_max > 1)
+        if labels.any():
+            raise UserError(f"{self.root}: labels outside [0, 1] in {first(labels)}")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index:
+            return
+        if not self.root.is_dir():
+            raise UserError(f"data.root={self.root}: folder not found")
+        train = self._names(self.train_list, "train_list")
+        val = self._names(self.val_list, "val_list")
+        if self.train_list is None:
+            everything = [n for n in list_patches(self.root) if n not in set(val)]
+            rng = np.random.default_rng(self.seed)
+            if self.val_list is None:
+                rng.shuffle(everything)
+                n_val = max(1, int(round(len(everything) * self.val_fraction))) if len(everything) > 1 else 0
+                val, train = sorted(everything[:n_val]), sorted(everything[n_val:])
+            else:
+                train = everything
+        if not train:
+            raise UserError(f"data.train_list={self.train_list or '(all patches)'}: the training set is empty "
+                            f"(root {self.root})")
+        df = build_index(self.root, train + val, cache=self.index_cache, workers=min(4, os.cpu_count() or 1),
+                         progress=len(train) + len(val) > 500)
+        self._check(df, "train")
+        self.index = {"train": df.iloc[: len(train)].reset_index(drop=True),
+                      "val": df.iloc[len(train):].reset_index(drop=True)}
+        on_worker = None if self.augment_on_device else self.augment_cfg
+        self.train_set = PatchDataset(self.root, train, self.bands, self.norm,
+                                      [b.split(",") for b in self.index["train"].bands], self.crop_size, on_worker, self.seed)
+        self.val_set = PatchDataset(self.root, val, self.bands, self.norm,
+                                    [b.split(",") for b in self.index["val"].bands])
+
+    # -- loaders --------------------------------------------------------------------------
+    def _loader(self, dataset, **kw) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and workers > 0, **kw)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        sampler = StratifiedSampler(self.index["train"].c.to_numpy(), self.oversample, self.epoch_length,
+                                    seed=self.seed, num_replicas=world, rank=rank)
+        return self._loader(self.train_set, sampler=sampler, drop_last=len(sampler) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        if len(self.val_set) == 0:
+            return []  # type: ignore[return-value]
+        return self._loader(self.val_set, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Batched augmentation on the device (``data.augment_on_device``): cheap on a GPU."""
+        if self.augment_on_device and self.augment_cfg and self.trainer is not None and self.trainer.training:
+            batch["image"], batch["mask"] = augment(batch["image"], batch["mask"], self.augment_cfg, self._gen)
+        return batch

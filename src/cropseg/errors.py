@@ -1,0 +1,45 @@
+"""User errors and how entry points report them.
+
+A user error (missing file, corrupt patch, bad config value) must end with one line
+naming the file or key and what is wrong, a non-zero exit and no traceback.
+Programming errors are not caught here and keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Something the user can fix: the message names the file or key and the problem."""
+
+
+def report_user_errors(func: F) -> F:
+    """Turn a ``UserError`` escaping ``func`` into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def choose(kind: str, name: str, valid: dict | list | tuple, key: str | None = None):
+    """Look ``name`` up among ``valid`` options (case-insensitive) or raise a UserError listing them."""
+    options = list(valid)
+    lookup = {str(o).lower(): o for o in options}
+    found = lookup.get(str(name).lower())
+    if found is None:
+        where = f"{key}=" if key else f"{kind} "
+        raise UserError(f"{where}{name!r} is not a known {kind}; choose one of: {', '.join(map(str, options))}")
+    return valid[found] if isinstance(valid, dict) else found

@@ -1,0 +1,1 @@
+"""Models: the LightningModule, losses, checkpoints and export."""

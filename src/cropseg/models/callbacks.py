@@ -1,0 +1,54 @@
+"""Callbacks that leave pictures in the run folder: validation previews and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from cropseg import plots
+
+
+class ValidationPreviews(pl.Callback):
+    """A PNG of a few validation patches (RGB, label, prediction) every few epochs."""
+
+    def __init__(self, num_samples: int = 4, every_n_epochs: int = 1) -> None:
+        self.num_samples, self.every = num_samples, max(1, every_n_epochs)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.current_epoch % self.every:
+            return
+        dm = trainer.datamodule
+        if dm is None or not len(getattr(dm, "val_set", [])):
+            return
+        n = min(self.num_samples, len(dm.val_set))
+        # The patches with most cropland show the most; fixed choice so epochs compare.
+        order = dm.index["val"].rp.to_numpy().argsort()[::-1]
+        items = [dm.val_set[int(i)] for i in sorted(order[:n])]
+        images = torch.stack([it["image"] for it in items])
+        with torch.no_grad():
+            probs = module.predict_proba(images.to(module.device)).cpu().numpy()
+        out = Path(trainer.default_root_dir) / "previews" / f"epoch_{trainer.current_epoch:03d}.png"
+        plots.patch_previews(out, images.numpy(), torch.stack([it["mask"] for it in items]).numpy(), probs,
+                             module.bands, [it["name"] for it in items], title=f"epoch {trainer.current_epoch}")
+
+
+class TrainingCurves(pl.Callback):
+    """``training_curves.png`` from the CSV log, redrawn after every validation."""
+
+    def _draw(self, trainer: pl.Trainer) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, pl.loggers.CSVLogger):
+                logger.save()
+                plots.training_curves(Path(logger.log_dir) / "metrics.csv",
+                                      Path(trainer.default_root_dir) / "training_curves.png")
+                return
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._draw(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._draw(trainer)
