@@ -26,13 +26,18 @@ def config_dir() -> Path:
 CONFIG_DIR = config_dir()
 
 
-def compose(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
-    """Compose a config as the entry point would (for tests and notebooks); no run folder."""
+def compose(config_name: str = "train", overrides: list[str] | None = None,
+            return_hydra_config: bool = False) -> DictConfig:
+    """Compose a config as the entry point would (for tests and notebooks); no run folder.
+
+    Without the ``hydra`` node, ``paths.output_dir`` must be given as an override.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []),
+                             return_hydra_config=return_hydra_config)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from cropseg.config import CONFIG_DIR, datamodule_from_config, model_from_config, to_container
 from cropseg.errors import UserError
@@ -44,8 +44,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     t0 = time.time()
+    if "hydra" in cfg:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
     plain = to_container(cfg)
-    plain.pop("hydra", None)
     pl.seed_everything(plain["seed"], workers=True, verbose=False)
     dm = datamodule_from_config(plain["data"], seed=plain["seed"])
     model = model_from_config(plain, dm.norm)
