@@ -28,11 +28,13 @@ TINY = [
 ]
 
 
+def tiny_overrides(tmp: Path) -> list[str]:
+    """TINY plus data, log and output folders under ``tmp``."""
+    return TINY + [f"paths.data_dir={tmp / 'data'}", f"paths.log_dir={tmp / 'logs'}", f"paths.output_dir={tmp / 'run'}"]
+
+
 def tiny_demo_overrides(tmp: Path, size: int = 64, num_patches: int = 22) -> list[str]:
-    return TINY + [
-        f"paths.data_dir={tmp / 'data'}",
-        f"paths.log_dir={tmp / 'logs'}",
-        f"paths.output_dir={tmp / 'run'}",
+    return tiny_overrides(tmp) + [
         f"data.generate_demo.size={size}",
         f"data.generate_demo.num_patches={num_patches}",
         f"data.patch_size={size}",

@@ -1,7 +1,7 @@
 """Losses by name, from segmentation-models-pytorch, with nodata pixels ignored.
 
-A loss spec is a name (``"bce"``), a ``+``-joined sum (``"bce+dice"``) or a mapping of
-names to weights (``{bce: 1.0, dice: 0.5}``).
+A loss spec is a name (``"bce"``), a ``+``-joined weighted sum (``"bce+0.5*dice"``) or a
+mapping of names to weights (``{bce: 1.0, dice: 0.5}``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,15 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {
 
 def parse_loss_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
     if isinstance(spec, str):
-        terms = {part.strip(): 1.0 for part in spec.split("+") if part.strip()}
+        terms = {}
+        for part in (p.strip() for p in spec.split("+")):
+            if not part:
+                continue
+            weight, _, name = part.rpartition("*")
+            try:
+                terms[name.strip()] = float(weight) if weight else 1.0
+            except ValueError:
+                raise UserError(f"loss.terms={spec!r}: bad weight {weight!r} (write e.g. bce+0.5*dice)") from None
     else:
         terms = {str(k): float(v) for k, v in dict(spec).items()}
     if not terms:
@@ -50,7 +58,7 @@ def parse_loss_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
     for name in terms:
         if name.lower() not in LOSSES:
             raise UserError(f"loss term {name!r} is not known; choose from: {', '.join(LOSSES)} "
-                            "(combine as 'bce+dice' or {bce: 1, dice: 0.5})")
+                            "(combine as loss.terms=bce+0.5*dice)")
     return {k.lower(): w for k, w in terms.items()}
 
 

@@ -1,0 +1,1 @@
+"""Evaluation of cropland maps: accuracy at points, agreement, area per region and year, clustering."""

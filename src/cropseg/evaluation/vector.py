@@ -1,0 +1,220 @@
+"""Reading validation points and region polygons: CSV, GeoJSON, GeoPackage, Shapefile.
+
+GeoJSON is read with the standard library; GeoPackage, Shapefile and any other OGR
+format through ``pyogrio`` (raw WKB, decoded here: no shapely or geopandas needed).
+Everything comes back as plain data: a DataFrame of attributes plus x/y (points) or
+GeoJSON-like geometry dicts (regions), with the layer's CRS.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+
+from cropseg.errors import UserError
+
+WGS84 = CRS.from_epsg(4326)
+VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".zip"}
+
+
+def parse_crs(value: Any, what: str) -> CRS:
+    try:
+        return CRS.from_user_input(value)
+    except (CRSError, ValueError, TypeError) as err:
+        raise UserError(f"{what}: {value!r} is not a CRS rasterio understands ({str(err).splitlines()[0]})") from None
+
+
+# --------------------------------------------------------------------------- WKB
+
+def _wkb_geometry(buf: bytes, pos: int = 0) -> tuple[dict, int]:
+    order = "<" if buf[pos] == 1 else ">"
+    (gtype,) = struct.unpack_from(order + "I", buf, pos + 1)
+    pos += 5
+    has_z = bool(gtype & 0x80000000) or 1000 <= (gtype & 0xFFFF) < 2000 or 3000 <= (gtype & 0xFFFF) < 4000
+    has_m = bool(gtype & 0x40000000) or 2000 <= (gtype & 0xFFFF) < 4000
+    base = (gtype & 0xFFFF) % 1000
+    dims = 2 + has_z + has_m
+
+    def coords(n: int) -> tuple[list, int]:
+        nonlocal pos
+        vals = struct.unpack_from(order + "d" * (n * dims), buf, pos)
+        pos += 8 * n * dims
+        return [list(vals[i * dims: i * dims + 2]) for i in range(n)], pos
+
+    def count() -> int:
+        nonlocal pos
+        (n,) = struct.unpack_from(order + "I", buf, pos)
+        pos += 4
+        return n
+
+    if base == 1:
+        pts, _ = coords(1)
+        return {"type": "Point", "coordinates": pts[0]}, pos
+    if base == 2:
+        pts, _ = coords(count())
+        return {"type": "LineString", "coordinates": pts}, pos
+    if base == 3:
+        rings = []
+        for _ in range(count()):
+            ring, _ = coords(count())
+            rings.append(ring)
+        return {"type": "Polygon", "coordinates": rings}, pos
+    if base in (4, 5, 6, 7):
+        parts = []
+        for _ in range(count()):
+            g, pos = _wkb_geometry(buf, pos)
+            parts.append(g)
+        if base == 7:
+            return {"type": "GeometryCollection", "geometries": parts}, pos
+        name = {4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}[base]
+        return {"type": name, "coordinates": [p["coordinates"] for p in parts]}, pos
+    raise ValueError(f"unsupported WKB geometry type {gtype}")
+
+
+def wkb_to_geojson(wkb: bytes | None) -> dict | None:
+    if wkb is None:
+        return None
+    return _wkb_geometry(bytes(wkb))[0]
+
+
+def point_wkb(x: float, y: float) -> bytes:
+    return struct.pack("<BIdd", 1, 1, float(x), float(y))
+
+
+def polygon_wkb(rings: list[list[tuple[float, float]]]) -> bytes:
+    out = struct.pack("<BII", 1, 3, len(rings))
+    for ring in rings:
+        out += struct.pack("<I", len(ring)) + b"".join(struct.pack("<dd", *p) for p in ring)
+    return out
+
+
+# --------------------------------------------------------------------------- layers
+
+@dataclass
+class Layer:
+    attributes: pd.DataFrame
+    geometries: list[dict | None]
+    crs: CRS
+    path: Path
+
+
+def _read_geojson(path: Path) -> Layer:
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid GeoJSON ({err})") from None
+    if doc.get("type") == "Feature":
+        feats = [doc]
+    elif doc.get("type") == "FeatureCollection":
+        feats = doc.get("features") or []
+    else:
+        raise UserError(f"{path}: GeoJSON must be a FeatureCollection or a Feature")
+    crs = WGS84
+    name = ((doc.get("crs") or {}).get("properties") or {}).get("name")
+    if name:
+        crs = parse_crs(name, f"{path} crs")
+    attrs = pd.DataFrame([f.get("properties") or {} for f in feats])
+    return Layer(attrs, [f.get("geometry") for f in feats], crs, path)
+
+
+def _read_ogr(path: Path) -> Layer:
+    try:
+        import pyogrio
+        from pyogrio.raw import read
+    except ImportError:
+        raise UserError(f"{path}: reading {path.suffix} files needs pyogrio (pip install pyogrio); "
+                        "GeoJSON and CSV work without it") from None
+    try:
+        meta, _fids, geometry, field_data = read(str(path))
+    except pyogrio.errors.DataSourceError as err:
+        raise UserError(f"{path}: cannot open ({str(err).splitlines()[0]})") from None
+    except pyogrio.errors.DataLayerError as err:
+        raise UserError(f"{path}: {str(err).splitlines()[0]}") from None
+    attrs = pd.DataFrame({name: col for name, col in zip(meta["fields"], field_data)})
+    crs = parse_crs(meta["crs"], f"{path} crs") if meta.get("crs") else WGS84
+    geoms = [wkb_to_geojson(g) for g in geometry] if geometry is not None else [None] * len(attrs)
+    return Layer(attrs, geoms, crs, path)
+
+
+def read_layer(path: str | Path) -> Layer:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.suffix.lower() in {".geojson", ".json"}:
+        return _read_geojson(path)
+    return _read_ogr(path)
+
+
+# --------------------------------------------------------------------------- points
+
+_XY_NAMES = [("lon", "lat"), ("longitude", "latitude"), ("x", "y"), ("X", "Y"), ("LON", "LAT"), ("Lon", "Lat")]
+
+
+@dataclass
+class Points:
+    table: pd.DataFrame  # attributes + columns "_x", "_y" in ``crs``
+    crs: CRS
+    path: Path
+
+
+def read_points(path: str | Path, x: str | None = None, y: str | None = None, crs: str | None = None) -> Points:
+    """Points from a CSV (``x``/``y`` columns, guessed among lon/lat, x/y; ``crs`` default EPSG:4326) or a vector file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: points file not found")
+    if path.suffix.lower() in {".csv", ".txt", ".tsv"}:
+        try:
+            table = pd.read_csv(path, sep=None, engine="python")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise UserError(f"{path}: cannot read as CSV ({str(err).splitlines()[0]})") from None
+        if x is None or y is None:
+            for cx, cy in _XY_NAMES:
+                if cx in table.columns and cy in table.columns:
+                    x, y = x or cx, y or cy
+                    break
+        if x is None or y is None or x not in table.columns or y not in table.columns:
+            raise UserError(f"{path}: no coordinate columns (looked for {x or 'lon/longitude/x'} and "
+                            f"{y or 'lat/latitude/y'}; columns are {', '.join(map(str, table.columns))}); "
+                            "pass --x-column/--y-column")
+        xs = pd.to_numeric(table[x], errors="coerce")
+        ys = pd.to_numeric(table[y], errors="coerce")
+        if xs.isna().any() or ys.isna().any():
+            bad = int((xs.isna() | ys.isna()).sum())
+            raise UserError(f"{path}: {bad} rows have missing or non-numeric coordinates in {x}/{y}")
+        table = table.assign(_x=xs.to_numpy(float), _y=ys.to_numpy(float))
+        return Points(table, parse_crs(crs or "EPSG:4326", "--crs"), path)
+    layer = read_layer(path)
+    xs, ys = [], []
+    for i, g in enumerate(layer.geometries):
+        if g is None or g["type"] not in ("Point", "MultiPoint"):
+            raise UserError(f"{path}: feature {i} is not a point ({g and g['type']})")
+        c = g["coordinates"] if g["type"] == "Point" else g["coordinates"][0]
+        xs.append(c[0])
+        ys.append(c[1])
+    table = layer.attributes.assign(_x=np.asarray(xs, float), _y=np.asarray(ys, float))
+    return Points(table, parse_crs(crs, "--crs") if crs else layer.crs, path)
+
+
+def read_regions(path: str | Path, id_column: str | None = None) -> tuple[list[str], list[dict], CRS]:
+    """Region polygons: (ids, geometries, crs). ``id_column`` default: first of id/name/region or the row number."""
+    layer = read_layer(path)
+    keep = [i for i, g in enumerate(layer.geometries) if g is not None and "Polygon" in g["type"]]
+    if not keep:
+        raise UserError(f"{layer.path}: no polygon regions in the file (empty region set)")
+    attrs = layer.attributes.iloc[keep].reset_index(drop=True)
+    if id_column is None:
+        id_column = next((c for c in ("id", "ID", "name", "NAME", "region", "GridID") if c in attrs.columns), None)
+    if id_column is not None and id_column not in attrs.columns:
+        raise UserError(f"{layer.path}: no column {id_column!r} for region ids (columns: {', '.join(attrs.columns)})")
+    ids = [str(v) for v in attrs[id_column]] if id_column else [str(i) for i in range(len(keep))]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{layer.path}: region ids in {id_column!r} are not unique")
+    return ids, [layer.geometries[i] for i in keep], layer.crs

@@ -1,0 +1,344 @@
+"""GeoTIFF input and output for inference: band mapping by name, row-block reading, map writing.
+
+Band mapping: each band the checkpoint needs is found, in this order, in
+
+1. ``band_map`` (config): ``{band: 1-based index or band description}``;
+2. the raster's band descriptions, matched with :func:`cropseg.bands.canonical_band`
+   (``Blue`` → ``B``, ``SR_B5`` → ``NIR``, ...);
+3. ``extra_bands`` (config): ``{band: constant}`` or ``{band: path/to/raster.tif}``
+   (or ``{band: {raster: path, band: 1}}``), an other raster read through a
+   ``WarpedVRT`` onto the scene's grid (bilinear);
+4. :data:`cropseg.bands.DERIVED_BANDS`: NDVI from NIR and Red.
+
+Output maps: band 1 is the cropland probability as uint8, ``DN = round(200 * p)``
+(0..200, ``p = DN / 200``, GDAL scale 0.005), band 2 (optional) the class
+(1 cropland, 0 other, threshold applied to the float probability); 255 is nodata in both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from cropseg.bands import BAND_ALIASES, DERIVED_BANDS, Normalization, canonical_band, ndvi
+from cropseg.errors import UserError
+
+PROB_SCALE = 200  # uint8 DN per unit probability
+NODATA_OUT = 255
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+
+
+def _rasterio():
+    import rasterio  # noqa: PLC0415 (keeps `import cropseg.inference` light)
+
+    return rasterio
+
+
+def open_raster(path: str | Path):
+    """Open a raster or raise a one-line UserError (missing file, not a raster)."""
+    rasterio = _rasterio()
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path}: not a readable raster ({msg})") from None
+
+
+@dataclass
+class AuxBand:
+    """A band taken from another raster, resampled onto the scene's grid."""
+
+    path: str
+    band: int | None = None  # None: the only band, or the band described as the one needed
+    name: str = ""
+
+
+@dataclass
+class BandPlan:
+    """How to assemble the model's bands from one scene."""
+
+    bands: list[str]
+    read: list[int]  # 1-based indexes of the scene bands read
+    sources: list[tuple]  # per model band: ("read", k) | ("derived", k1, k2) | ("const", v) | ("aux", j)
+    aux: list[AuxBand] = field(default_factory=list)
+    nodata: list[float | None] = field(default_factory=list)  # nodata value of each read band
+
+    def describe(self) -> dict[str, str]:
+        out = {}
+        for band, src in zip(self.bands, self.sources):
+            if src[0] == "read":
+                out[band] = f"band {self.read[src[1]]}"
+            elif src[0] == "derived":
+                out[band] = f"derived from bands {self.read[src[1]]},{self.read[src[2]]}"
+            elif src[0] == "const":
+                out[band] = f"constant {src[1]}"
+            else:
+                out[band] = f"{self.aux[src[1]].path} band {self.aux[src[1]].band or band}"
+        return out
+
+
+def _extra_source(band: str, spec: Any) -> tuple[str, Any]:
+    if isinstance(spec, Mapping):
+        if "constant" in spec:
+            return "const", float(spec["constant"])
+        if "raster" in spec:
+            b = spec.get("band")
+            return "aux", AuxBand(str(spec["raster"]), int(b) if b is not None else None, band)
+        raise UserError(f"extra_bands.{band}: give a constant, a raster path or {{raster: path, band: n}}")
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return "const", float(spec)
+    if isinstance(spec, str):
+        try:
+            return "const", float(spec)
+        except ValueError:
+            return "aux", AuxBand(spec, None, band)
+    raise UserError(f"extra_bands.{band}={spec!r}: give a constant or a raster path")
+
+
+def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[str, Any] | None = None,
+               extra_bands: Mapping[str, Any] | None = None, assume_order: bool = False) -> BandPlan:
+    """Map the checkpoint's ``bands`` onto the bands of the open raster ``src``."""
+    band_map = {k: v for k, v in (band_map or {}).items() if v is not None}
+    extra_bands = {k: v for k, v in (extra_bands or {}).items() if v is not None}
+    descriptions = list(src.descriptions or [None] * src.count)
+    known = list(dict.fromkeys([*bands, *BAND_ALIASES, *(b for pair in DERIVED_BANDS.values() for b in pair)]))
+    by_name: dict[str, int] = {}
+    for i, desc in enumerate(descriptions, start=1):
+        if desc:
+            canon = canonical_band(desc, known)
+            if canon is not None and canon not in by_name:
+                by_name[canon] = i
+    if not by_name and not band_map:
+        if assume_order and src.count >= len(bands):
+            by_name = {b: i for i, b in enumerate(bands, start=1)}
+        else:
+            raise UserError(f"{path}: its {src.count} bands have no descriptions, so they cannot be matched to the "
+                            f"model's bands {list(bands)} by name; give band_map={{B: 1, ...}} or assume_order=true")
+
+    def lookup(name: str) -> int | None:
+        if name in band_map:
+            ref = band_map[name]
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                idx = int(ref)
+                if not 1 <= idx <= src.count:
+                    raise UserError(f"band_map.{name}={ref}: {path} has bands 1..{src.count}")
+                return idx
+            for i, desc in enumerate(descriptions, start=1):
+                if desc and desc.strip().lower() == str(ref).strip().lower():
+                    return i
+            raise UserError(f"band_map.{name}={ref!r}: {path} has no band described so; it has {_band_list(descriptions)}")
+        return by_name.get(name)
+
+    read: list[int] = []
+    sources: list[tuple] = []
+    aux: list[AuxBand] = []
+
+    def slot(idx: int) -> int:
+        if idx not in read:
+            read.append(idx)
+        return read.index(idx)
+
+    missing = []
+    for band in bands:
+        idx = lookup(band)
+        if idx is not None:
+            sources.append(("read", slot(idx)))
+            continue
+        if band in extra_bands and extra_bands[band] is not None:
+            kind, value = _extra_source(band, extra_bands[band])
+            if kind == "aux":
+                aux.append(value)
+                sources.append(("aux", len(aux) - 1))
+            else:
+                sources.append(("const", value))
+            continue
+        if band in DERIVED_BANDS:
+            parts = [lookup(b) for b in DERIVED_BANDS[band]]
+            if all(p is not None for p in parts):
+                sources.append(("derived", slot(parts[0]), slot(parts[1])))
+                continue
+        missing.append(band)
+        sources.append(("missing",))
+    if missing:
+        hint = "; give extra_bands.<band>=<constant or raster path> or band_map.<band>=<index or description>"
+        raise UserError(f"{path}: band(s) {', '.join(missing)} needed by the model not found; the raster has "
+                        f"{_band_list(descriptions)}{hint}")
+    nodatavals = list(src.nodatavals or [None] * src.count)
+    return BandPlan(list(bands), read, sources, aux, [nodatavals[i - 1] for i in read])
+
+
+def _band_list(descriptions: Sequence[str | None]) -> str:
+    return ", ".join(f"{i}:{d or '(no description)'}" for i, d in enumerate(descriptions, start=1))
+
+
+def check_georeferenced(src, path: str | Path) -> None:
+    if src.crs is None:
+        raise UserError(f"{path}: the raster has no CRS (it is not georeferenced); assign one, e.g. "
+                        "gdal_edit.py -a_srs EPSG:xxxx")
+
+
+class SceneReader:
+    """Reads rows of a scene as normalized model input plus a validity mask.
+
+    ``read_rows(r0, r1)`` returns ``(x, valid)``: ``x`` float32 (C, r1 - r0, width) in the
+    checkpoint's band order after normalization (invalid pixels filled with ``fill``
+    before it), ``valid`` bool (r1 - r0, width): every read band has data there.
+    Rasterio reads the rows block by block; nothing else of the scene is held.
+    """
+
+    def __init__(self, src, plan: BandPlan, normalization: Normalization, fill: float = 0.0):
+        rasterio = _rasterio()
+        from rasterio.vrt import WarpedVRT
+
+        self.src = src
+        self.plan = plan
+        self.norm = normalization.select(plan.bands)
+        self.fill = float(fill)
+        self.width, self.height = src.width, src.height
+        self._stack = contextlib.ExitStack()
+        self.aux = []
+        for a in plan.aux:
+            aux_src = self._stack.enter_context(open_raster(a.path))
+            band = a.band
+            if band is None:
+                if aux_src.count == 1:
+                    band = 1
+                else:
+                    names = [canonical_band(d, [a.name]) if d else None for d in aux_src.descriptions]
+                    if a.name not in names:
+                        raise UserError(f"{a.path}: {aux_src.count} bands and none described as {a.name!r}; "
+                                        f"give extra_bands.{a.name}={{raster: {a.path}, band: n}}")
+                    band = names.index(a.name) + 1
+            if not 1 <= band <= aux_src.count:
+                raise UserError(f"{a.path}: has bands 1..{aux_src.count}, not {band}")
+            if aux_src.crs is None:
+                check_georeferenced(aux_src, a.path)
+            vrt = self._stack.enter_context(WarpedVRT(
+                aux_src, crs=src.crs, transform=src.transform, width=src.width, height=src.height,
+                resampling=rasterio.enums.Resampling.bilinear, src_nodata=aux_src.nodata, nodata=np.nan,
+                dtype="float32"))
+            self.aux.append((vrt, band))
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def read_rows(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.windows import Window
+
+        win = Window(0, r0, self.width, r1 - r0)
+        raw = self.src.read(self.plan.read, window=win, out_dtype="float32")
+        valid = np.isfinite(raw)
+        for k, nd in enumerate(self.plan.nodata):
+            if nd is not None and np.isfinite(nd):
+                valid[k] &= raw[k] != nd
+        valid = valid.all(axis=0)
+        raw = np.where(valid[None], raw, np.float32(self.fill))
+        out = np.empty((len(self.plan.bands), r1 - r0, self.width), np.float32)
+        for c, s in enumerate(self.plan.sources):
+            if s[0] == "read":
+                out[c] = raw[s[1]]
+            elif s[0] == "derived":
+                out[c] = np.nan_to_num(ndvi(raw[s[1]], raw[s[2]]))
+            elif s[0] == "const":
+                out[c] = s[1]
+            else:
+                vrt, band = self.aux[s[1]]
+                a = vrt.read(band, window=win, out_dtype="float32")
+                out[c] = np.where(np.isfinite(a), a, np.float32(self.fill))
+        return self.norm.apply(out, channel_axis=0), valid
+
+
+def output_profile(src, class_band: bool, cog: bool = False, blocksize: int = 256) -> dict[str, Any]:
+    profile = {
+        "driver": "GTiff", "width": src.width, "height": src.height, "count": 2 if class_band else 1,
+        "dtype": "uint8", "crs": src.crs, "transform": src.transform, "nodata": NODATA_OUT,
+        "tiled": True, "blockxsize": blocksize, "blockysize": blocksize, "compress": "lzw",
+        "predictor": 2, "interleave": "band", "BIGTIFF": "IF_SAFER",
+    }
+    if src.width < blocksize or src.height < blocksize:  # GDAL needs blocks of multiples of 16
+        profile["blockxsize"] = profile["blockysize"] = max(16, min(blocksize, 16 * ((min(src.width, src.height) + 15) // 16)))
+    return profile
+
+
+def to_uint8(prob: np.ndarray, valid: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Encode float probabilities (rows, W) as the output bands (1 or 2, rows, W) uint8."""
+    dn = np.rint(np.clip(prob, 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+    dn[~valid] = NODATA_OUT
+    if threshold is None:
+        return dn[None]
+    cls = (prob >= threshold).astype(np.uint8)
+    cls[~valid] = NODATA_OUT
+    return np.stack([dn, cls])
+
+
+class MapWriter:
+    """Writes finished output rows, buffering them so that writes align with the tile rows."""
+
+    def __init__(self, path: str | Path, profile: dict[str, Any], tags: Mapping[str, str],
+                 descriptions: Sequence[str]):
+        rasterio = _rasterio()
+        self.path = Path(path)
+        self.block = int(profile["blockysize"])
+        self.dst = rasterio.open(self.path, "w", **profile)
+        self.dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        for i, d in enumerate(descriptions, start=1):
+            self.dst.set_band_description(i, d)
+        self.dst.scales = tuple([1.0 / PROB_SCALE] + [1.0] * (profile["count"] - 1))
+        self.dst.offsets = tuple([0.0] * profile["count"])
+        self.row = 0  # next scene row to write
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+
+    def write(self, rows: np.ndarray) -> None:
+        self.pending.append(rows)
+        self.pending_rows += rows.shape[1]
+        if self.pending_rows >= self.block:
+            self._flush(whole_blocks=True)
+
+    def _flush(self, whole_blocks: bool) -> None:
+        from rasterio.windows import Window
+
+        if not self.pending:
+            return
+        data = np.concatenate(self.pending, axis=1) if len(self.pending) > 1 else self.pending[0]
+        n = (data.shape[1] // self.block) * self.block if whole_blocks else data.shape[1]
+        if n:
+            self.dst.write(data[:, :n], window=Window(0, self.row, data.shape[2], n))
+            self.row += n
+        rest = data[:, n:]
+        self.pending = [rest] if rest.shape[1] else []
+        self.pending_rows = rest.shape[1]
+
+    def close(self) -> None:
+        self._flush(whole_blocks=False)
+        self.dst.close()
+
+
+def finish_output(tmp: Path, overviews: bool, cog: bool) -> Path:
+    """Add overviews to, or convert to a COG, the finished temporary map; returns the file to rename."""
+    rasterio = _rasterio()
+    from rasterio.enums import Resampling
+
+    if cog:
+        from rasterio.shutil import copy as rio_copy
+
+        cog_tmp = tmp.with_name(tmp.name + ".cog")
+        rio_copy(tmp, cog_tmp, driver="COG", compress="LZW", predictor=2, overview_resampling="average",
+                 blocksize=512, BIGTIFF="IF_SAFER")
+        os.replace(cog_tmp, tmp)
+        return tmp
+    if overviews:
+        with rasterio.open(tmp, "r+") as dst:
+            size = max(dst.width, dst.height)
+            factors = [f for f in (2, 4, 8, 16, 32, 64) if size // f >= 128] or [2]
+            dst.build_overviews(factors, Resampling.average)
+            dst.update_tags(ns="rio_overview", resampling="average")
+    return tmp
