@@ -92,7 +92,7 @@ class FakeEE:
 def test_dry_run_manifests(tmp_path, maps, capsys):
     out = tmp_path / "dry"
     rc = main([f"maps={maps}/*_cropland.tif", "bucket=gs://my-bucket/cropland", "asset=projects/my-proj/assets/crop/{year}",
-               "model=pspnet-l8", "threshold=0.4", f"dry_run.dir={out}", "--dry-run"])
+               "model_name=pspnet-l8", "threshold=0.4", f"dry_run.dir={out}", "--dry-run"])
     assert rc == 0
     uploads = json.loads((out / "uploads.json").read_text())["uploads"]
     assert [u["uri"] for u in uploads] == [f"gs://my-bucket/cropland/{y}_{g}_cropland.tif" for y in (2015, 2016) for g in (10, 11)]

@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", default="auto", help="number of clusters, or auto (best silhouette)")
     p.add_argument("--k-max", type=int, default=8)
     p.add_argument("--method", default="kmeans", choices=("kmeans", "hierarchical"))
-    p.add_argument("--features", default="fraction", choices=("fraction", "change"),
-                   help="cluster fractions, or change since the first year")
+    p.add_argument("--features", default="change", choices=("fraction", "change"),
+                   help="cluster the change since the first year (default: the trajectory's shape) or raw fractions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="evaluation/clusters")
     p.add_argument("--no-plots", action="store_true")

@@ -154,8 +154,8 @@ def _bands(cfg: dict[str, Any], sample: MapFile) -> list[dict[str, Any]]:
 
 def properties(cfg: dict[str, Any], year: int) -> dict[str, Any]:
     props = {"year": int(year), "cropseg_version": __version__}
-    if cfg.get("model") is not None:
-        props["model"] = str(cfg["model"])
+    if cfg.get("model_name") is not None:
+        props["model"] = str(cfg["model_name"])
     if cfg.get("threshold") is not None:
         props["threshold"] = float(cfg["threshold"])
     props.update(cfg.get("properties") or {})

@@ -177,7 +177,7 @@ def plot_all(root: str | Path, out: str | Path, names: Sequence[str] | None = No
            xticks=range(NUM_CLASSES))
     paths.append(save_figure(fig, out / "cropland_fraction.png"))
 
-    # 3. Band correlation heatmap (with the label fraction per patch of the table).
+    # 3. Band correlation heatmap over the sampled valid pixels.
     corr = np.corrcoef(sample.T.astype(np.float64)) if len(sample) > 1 else np.eye(len(bands))
     fig, ax = plt.subplots(figsize=(1.0 * len(bands) + 2, 1.0 * len(bands) + 1))
     im = ax.imshow(corr, vmin=-1, vmax=1, cmap="RdBu_r")

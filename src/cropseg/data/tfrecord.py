@@ -348,7 +348,9 @@ def inspect_file(path: str | Path, max_records: int | None = None) -> dict:
         raise UserError(f"{path}: no records (empty file)")
     features = []
     sizes = set()
-    for key, v in (first or {}).items():
+    known = [ID_KEY, GRID_KEY, *DEFAULT_BANDS, LABEL_BAND]
+    ordered = sorted((first or {}).items(), key=lambda kv: (known.index(kv[0]) if kv[0] in known else len(known), kv[0]))
+    for key, v in ordered:
         if isinstance(v, list):
             features.append({"name": key, "type": "bytes_list", "length": len(v)})
             continue

@@ -47,20 +47,30 @@ def _coin(n: int, p: float, g: torch.Generator | None, device) -> torch.Tensor:
     return torch.rand(n, generator=g, device="cpu").to(device) < p
 
 
+def _where(m: torch.Tensor, t: torch.Tensor, fn) -> torch.Tensor:
+    """``fn`` applied to the samples of ``t`` selected by ``m`` (no copies when all or none are)."""
+    if bool(m.all()):
+        return fn(t)
+    if not bool(m.any()):
+        return t
+    t = t.clone()
+    t[m] = fn(t[m])
+    return t
+
+
 def augment(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig,
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a batch; images are normalized to [0, 1] (gamma assumes it)."""
+    """Augment a batch; images are normalized to [0, 1] (gamma assumes it). Inputs are not modified."""
     n, dev = image.shape[0], image.device
-    image, label = image.clone(), label.clone()
 
     m = _coin(n, cfg.hflip, generator, dev)
-    image[m], label[m] = image[m].flip(-1), label[m].flip(-1)
+    image, label = _where(m, image, lambda t: t.flip(-1)), _where(m, label, lambda t: t.flip(-1))
     m = _coin(n, cfg.vflip, generator, dev)
-    image[m], label[m] = image[m].flip(-2), label[m].flip(-2)
+    image, label = _where(m, image, lambda t: t.flip(-2)), _where(m, label, lambda t: t.flip(-2))
     if image.shape[-1] == image.shape[-2]:
         m = _coin(n, cfg.rot90, generator, dev)
         k = int(torch.randint(1, 4, (1,), generator=generator))
-        image[m], label[m] = image[m].rot90(k, (-2, -1)), label[m].rot90(k, (-2, -1))
+        image, label = _where(m, image, lambda t: t.rot90(k, (-2, -1))), _where(m, label, lambda t: t.rot90(k, (-2, -1)))
 
     m = _coin(n, cfg.affine, generator, dev)
     if m.any():
@@ -71,24 +81,23 @@ def augment(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig,
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([torch.stack([cos, -sin, torch.zeros(k)], 1),
                              torch.stack([sin, cos, torch.zeros(k)], 1)], 1).to(dev, image.dtype)
-        grid = F.affine_grid(theta, list(image[m].shape), align_corners=False)
-        image[m] = F.grid_sample(image[m], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        moved = F.grid_sample(label[m], grid.to(label.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
-        inside = F.grid_sample(torch.ones_like(label[m]), grid.to(label.dtype), mode="nearest", padding_mode="zeros",
-                               align_corners=False)
-        label[m] = torch.where(inside > 0.5, moved, torch.full_like(moved, IGNORE))
+        sel = m if k < n else slice(None)
+        img_m, lab_m = image[sel], label[sel]
+        grid = F.affine_grid(theta, list(img_m.shape), align_corners=False)
+        img_m = F.grid_sample(img_m, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        # Pixels brought in from outside the patch have no label: mark them ignored (label + 1 = 0 there).
+        moved = F.grid_sample(lab_m + 1, grid.to(label.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
+        lab_m = torch.where(moved > 0.5, moved - 1, torch.full_like(moved, IGNORE))
+        image, label = _where(m, image, lambda t: img_m), _where(m, label, lambda t: lab_m)
 
     m = _coin(n, cfg.gamma, generator, dev)
     if m.any():
         lo, hi = cfg.gamma_range
         gam = (lo + torch.rand(int(m.sum()), generator=generator) * (hi - lo)).to(dev, image.dtype)
-        image[m] = image[m].clamp_min(0).pow(gam.view(-1, 1, 1, 1))
+        image = _where(m, image, lambda t: t.clamp_min(0).pow(gam.view(-1, 1, 1, 1)))
 
     m = _coin(n, cfg.blur, generator, dev)
-    if m.any():
-        c = image.shape[1]
-        kernel = torch.full((c, 1, 3, 3), 1 / 9, device=dev, dtype=image.dtype)
-        image[m] = F.conv2d(F.pad(image[m], (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+    image = _where(m, image, lambda t: F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1))
     return image, label
 
 

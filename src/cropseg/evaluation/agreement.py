@@ -135,6 +135,7 @@ def evaluate_agreement(cfg: AgreementConfig) -> dict:
         raise UserError(f"{ref.path}: the reference does not overlap any map (check its CRS and extent)")
     rows.append(_row("all", None, total_a, total_c))
     table = pd.DataFrame(rows)
+    table["year"] = table["year"].astype("Int64")
     _write_csv(table, out / "agreement.csv")
     files = [str(out / "agreement.csv")] + [str(t) for t in tifs]
     if cfg.plots and tifs:

@@ -101,7 +101,7 @@ class ClustersConfig:
     k: str = "auto"
     k_max: int = 8
     method: str = "kmeans"
-    features: str = "fraction"
+    features: str = "change"
     seed: int = 0
     out: str = "evaluation/clusters"
     plots: bool = True

@@ -76,6 +76,13 @@ def _decimated(path: Path, max_side: int = 800):
         return a, (b.left, b.right, b.bottom, b.top), ds.crs
 
 
+def _fit_extents(ax, extents) -> None:
+    if extents:
+        e = np.asarray(extents, float)
+        ax.set_xlim(e[:, 0].min(), e[:, 1].max())
+        ax.set_ylim(e[:, 2].min(), e[:, 3].max())
+
+
 def _axis_labels(ax, crs):
     if crs is None or crs.is_geographic:
         ax.set_xlabel("longitude (°)")
@@ -130,25 +137,24 @@ def area_timeseries(table: pd.DataFrame, path: str | Path, top: int = 10) -> Pat
     wide = t.pivot_table(index="year", columns="region", values="cropland_km2", aggfunc="sum").sort_index()
     frac = t.pivot_table(index="year", columns="region", values="cropland_fraction", aggfunc="mean").sort_index()
     regions = list(wide.sum().sort_values(ascending=False).index[:top])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(17, 4.8))
     cmap = plt.get_cmap("tab10")
+    total = t.groupby("year")[["cropland_km2", "mapped_km2"]].sum()
+    ax0.plot(total.index, total["cropland_km2"], color="k", lw=2.5, marker="o")
+    ax0.set(xlabel="year", ylabel="cropland area (km²)",
+            title=f"Total cropland, {t['region'].nunique()} regions")
     for i, r in enumerate(regions):
         ax1.plot(wide.index, wide[r], marker="o", color=cmap(i % 10), label=str(r))
         ax2.plot(frac.index, frac[r] * 100, marker="o", color=cmap(i % 10), label=str(r))
-    total = t.groupby("year")[["cropland_km2", "mapped_km2"]].sum()
-    ax1b = ax1.twinx()
-    ax1b.plot(total.index, total["cropland_km2"], color="k", lw=2.5, ls="--", label="total (right axis)")
-    ax1b.set_ylabel("total cropland (km²)")
+    ax2.plot(total.index, total["cropland_km2"] / total["mapped_km2"] * 100, color="k", lw=2.5, ls="--",
+             label="all regions")
     ax1.set(xlabel="year", ylabel="cropland area (km²)", title="Cropland area per region")
     ax2.set(xlabel="year", ylabel="cropland (% of mapped area)", title="Cropland fraction per region")
-    ax2.plot(total.index, total["cropland_km2"] / total["mapped_km2"] * 100, color="k", lw=2.5, ls="--", label="all")
-    for ax in (ax1, ax2):
+    for ax in (ax0, ax1, ax2):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    h1, l1 = ax1.get_legend_handles_labels()
-    h2, l2 = ax1b.get_legend_handles_labels()
     more = f" (largest {top} of {t['region'].nunique()})" if t["region"].nunique() > top else ""
-    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title=f"region{more}")
+    ax2.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title=f"region{more}")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -159,12 +165,15 @@ def area_change_map(table: pd.DataFrame, change_tifs: Sequence[Path], regions, p
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
     crs = None
     cmap = ListedColormap(["#e6e6e6", "#78aa5a", "#1e5ac8", "#d23c28"])
+    extents = []
     for tif in change_tifs:
         a, ext, crs = _decimated(tif)
+        extents.append(ext)
         ax1.imshow(np.ma.masked_equal(a, 255), cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4),
                    extent=ext, interpolation="nearest")
     if regions is not None:
         _draw_zones(ax1, _regions_in(regions, crs), {}, edge="k", lw=1)
+    _fit_extents(ax1, extents)
     ax1.legend(handles=[Patch(color=c, label=l) for c, l in zip(cmap.colors, ["stable non-cropland", "stable cropland",
                                                                               f"gain (new by {last})", f"loss (gone by {last})"])],
                loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=8)
@@ -204,10 +213,13 @@ def agreement_figure(tifs: Sequence[Path], total: dict, path: str | Path, refere
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1.6, 1]})
     cmap = ListedColormap([np.array(COLORS[k][:3]) / 255 for k in range(4)])
     crs = None
+    extents = []
     for tif in tifs:
         a, ext, crs = _decimated(tif)
+        extents.append(ext)
         ax1.imshow(np.ma.masked_equal(a, 255), cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4),
                    extent=ext, interpolation="nearest")
+    _fit_extents(ax1, extents)
     ax1.set_aspect("equal")
     _axis_labels(ax1, crs)
     ax1.set_title(f"Agreement with {reference_name}")

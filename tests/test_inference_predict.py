@@ -1,0 +1,193 @@
+"""Tiled inference with a real (tiny, trained) checkpoint on real GeoTIFFs and the real Landsat-5 scene."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from conftest import LANDSAT5, needs
+from cropseg.data.demo_scene import write_demo_scene
+from cropseg.inference.predictor import (PredictSettings, checkpoint_for, list_scenes, load_checkpoint_model,
+                                         predict_scene, shard, shard_info, year_of)
+from cropseg.inference.raster import PROB_SCALE
+from cropseg.predict import predict
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return load_checkpoint_model(tiny_checkpoint, "cpu")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_demo_scene(tmp_path_factory.mktemp("scene") / "2015_901.tif", 200, 300, seed=3, year=2015)
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.profile, src.tags(), src.descriptions
+
+
+def test_georeferencing_bands_and_tags(scene, model, tmp_path):
+    out = tmp_path / "o.tif"
+    res = predict_scene(scene, out, model, PredictSettings(overviews=True))
+    assert res.status == "done" and res.windows > 0
+    data, prof, tags, desc = read(out)
+    with rasterio.open(scene) as src:
+        assert (prof["crs"], prof["transform"], prof["width"], prof["height"]) == (src.crs, src.transform, src.width, src.height)
+        valid = np.isfinite(src.read()).all(0)
+    assert data.dtype == np.uint8 and data.shape == (2, 200, 300)
+    assert prof["compress"] == "lzw" and prof["tiled"] and prof["nodata"] == 255
+    assert desc == ("cropland_probability", "cropland_class")
+    assert tags["bands"] == "B,G,R,NIR,SWIR1,NDVI,Dem" and tags["threshold"] == "0.5" and "cropseg_version" in tags
+    assert "unet" in tags["model"]
+    assert (data[:, ~valid] == 255).all() and (data[0, valid] <= PROB_SCALE).all()  # nodata preserved
+    assert set(np.unique(data[1, valid])) <= {0, 1}
+    dn, cls = data[0, valid], data[1, valid]
+    assert (dn[cls == 1] >= 100).all() and (dn[cls == 0] <= 100).all()  # class band = thresholded probability
+    with rasterio.open(out) as src:
+        assert src.overviews(1)
+
+
+def test_constant_scene_gives_constant_map(model, tmp_path):
+    h, w = 150, 170
+    value = np.array([0.05, 0.08, 0.05, 0.35, 0.2, 0.75, 300], np.float32)
+    data = np.broadcast_to(value[:, None, None], (7, h, w))
+    path = tmp_path / "c.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=7, dtype="float32", crs="EPSG:4326",
+                       transform=from_origin(10, 50, 0.00025, 0.00025), nodata=float("nan")) as dst:
+        dst.write(data)
+        for i, b in enumerate(["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"], start=1):
+            dst.set_band_description(i, b)
+    for blending in ("mean", "cosine"):
+        predict_scene(path, tmp_path / f"{blending}.tif", model, PredictSettings(blending=blending, stride=40))
+        out = read(tmp_path / f"{blending}.tif")[0][0]
+        assert out.min() == out.max(), f"seams with {blending} blending"
+
+
+@pytest.mark.parametrize("blending", ["mean", "cosine"])
+def test_stride_changes_only_within_blending_tolerance(scene, model, tmp_path, blending):
+    maps = []
+    for stride in (56, 32):
+        out = tmp_path / f"{stride}.tif"
+        predict_scene(scene, out, model, PredictSettings(stride=stride, blending=blending))
+        maps.append(read(out)[0][0].astype(float) / PROB_SCALE)
+    a, b = (m[32:-32, 32:-32] for m in maps)
+    ok = (a <= 1) & (b <= 1)
+    diff = np.abs(a - b)[ok]
+    assert diff.mean() < 0.02 and np.quantile(diff, 0.99) < 0.08, (diff.mean(), np.quantile(diff, 0.99), diff.max())
+
+
+def test_band_mapping_ndvi_derived_dem_constant_or_raster(model, tmp_path):
+    full = write_demo_scene(tmp_path / "full.tif", 120, 140, seed=5)
+    raw = write_demo_scene(tmp_path / "raw.tif", 120, 140, seed=5, bands=["B", "G", "R", "NIR", "SWIR1"])
+    dem = write_demo_scene(tmp_path / "dem.tif", 120, 140, seed=5, bands=["Dem"], nodata=False)
+    ref = tmp_path / "ref.tif"
+    predict_scene(full, ref, model, PredictSettings())
+    via_raster = tmp_path / "r.tif"
+    res = predict_scene(raw, via_raster, model, PredictSettings(extra_bands={"Dem": str(dem)}))
+    tags = read(via_raster)[2]
+    assert "NDVI=derived" in tags["band_sources"] and "dem.tif" in tags["band_sources"]
+    a, b = read(ref)[0][0].astype(int), read(via_raster)[0][0].astype(int)
+    valid = a != 255
+    assert res.status == "done" and (b[~valid] == 255).all()
+    # the demo scene has a nodata wedge, so NDVI/Dem match where all bands are valid
+    assert np.abs(a[valid] - b[valid]).max() <= 1
+    const = tmp_path / "k.tif"
+    predict_scene(raw, const, model, PredictSettings(extra_bands={"Dem": 250}))
+    assert "Dem=constant 250.0" in read(const)[2]["band_sources"]
+
+
+@needs(LANDSAT5)
+def test_real_landsat5_scene(model, tmp_path):
+    out = tmp_path / "l5.tif"
+    res = predict_scene(LANDSAT5, out, model, PredictSettings(extra_bands={"Dem": 200}, cog=True))
+    data, prof, tags, _ = read(out)
+    with rasterio.open(LANDSAT5) as src:
+        assert (prof["crs"], prof["transform"], prof["width"], prof["height"]) == (src.crs, src.transform, src.width, src.height)
+        valid = np.isfinite(src.read()).all(0)
+    assert res.status == "done" and "NDVI=derived from bands 4,3" in tags["band_sources"]
+    assert (data[0][~valid] == 255).all() and (data[0][valid] <= PROB_SCALE).all()
+
+
+def test_resume_after_crash_and_overwrite(tiny_checkpoint, tmp_path, scene):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    scenes = [write_demo_scene(tmp_path / f"{y}_7.tif", 64, 80, seed=1, year=y) for y in (2010, 2011)]
+    # a crash left a temporary file of a dead process, and one finished map
+    stale = out_dir / ".2010_7_cropland.tif.999999999-deadbeef.tmp"
+    stale.write_bytes(b"partial")
+    done = out_dir / "2011_7_cropland.tif"
+    cfg = dict(ckpt=str(tiny_checkpoint), input=[str(s) for s in scenes], output=str(out_dir), device="cpu")
+    s1 = predict(cfg)
+    assert (s1["done"], s1["skipped"], s1["failed"]) == (2, 0, 0)
+    assert not stale.exists() and (out_dir / "2010_7_cropland.tif").exists()
+    mtime = done.stat().st_mtime_ns
+    s2 = predict(cfg)
+    assert (s2["done"], s2["skipped"]) == (0, 2) and done.stat().st_mtime_ns == mtime
+    s3 = predict(cfg | {"overwrite": True})
+    assert s3["done"] == 2 and done.stat().st_mtime_ns != mtime
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_inputs_sharding_and_years(tmp_path, monkeypatch):
+    folder = tmp_path / "rasters"
+    folder.mkdir()
+    names = [f"{y}_{g}.tif" for y in (2008, 2015) for g in range(5)]
+    for n in names:
+        (folder / n).write_bytes(b"")
+    (tmp_path / "list.txt").write_text("# scenes\n" + "\n".join(f"rasters/{n}" for n in names[:3]) + "\n")
+    assert len(list_scenes(str(folder))) == 10
+    assert len(list_scenes(str(folder / "2015_*.tif"))) == 5
+    assert [p.name for p in list_scenes(str(tmp_path / "list.txt"))] == names[:3]
+    scenes = list_scenes(str(folder))
+    parts = [shard(scenes, r, 3) for r in range(3)]
+    assert sorted(p for part in parts for p in part) == sorted(scenes)
+    assert sum(len(p) for p in parts) == len(scenes)
+    monkeypatch.setenv("SLURM_PROCID", "2")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert shard_info() == (2, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert shard_info() == (1, 2) and shard_info(0, 5) == (0, 5)
+    models = [{"ckpt": "l5.ckpt", "to": 2011}, {"ckpt": "l8.ckpt", "from": 2012}]
+    assert year_of(folder / "2008_3.tif") == 2008 and year_of("scene.tif") is None
+    assert checkpoint_for(folder / "2008_3.tif", None, models) == "l5.ckpt"
+    assert checkpoint_for(folder / "2015_3.tif", None, models) == "l8.ckpt"
+
+
+def test_mosaic_and_export(tiny_checkpoint, tmp_path):
+    from cropseg.inference.mosaic import main as mosaic_main
+    from cropseg.models.export import export
+
+    out = tmp_path / "maps"
+    for k in range(2):
+        s = write_demo_scene(tmp_path / f"2015_{k}.tif", 64, 70, seed=k, origin=(500000 + k * 70 * 30, 9000000))
+        predict({"ckpt": str(tiny_checkpoint), "input": str(s), "output": str(out), "device": "cpu"})
+    assert mosaic_main([str(out), "--year", "2015", "--out", str(tmp_path / "m.vrt")]) == 0
+    assert mosaic_main([str(out), "--out", str(tmp_path / "m.tif")]) == 0
+    for m in ("m.vrt", "m.tif"):
+        with rasterio.open(tmp_path / m) as src:
+            assert src.shape == (64, 140) and src.count == 2
+            a = src.read(1)
+        with rasterio.open(out / "2015_1_cropland.tif") as src:
+            assert (a[:, 70:] == src.read(1)).all()
+    formats = ("torchscript", "onnx") if _has("onnx") else ("torchscript",)
+    written = export(tiny_checkpoint, tmp_path / "exp" / "model", formats)
+    assert written["torchscript"].exists() and written["metadata"].exists()
+    import json
+
+    meta = json.loads(written["metadata"].read_text())
+    assert meta["bands"] == ["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"] and meta["patch_size"] == 64
+
+
+def _has(name):
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
