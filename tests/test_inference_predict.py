@@ -63,10 +63,19 @@ def test_constant_scene_gives_constant_map(model, tmp_path):
         dst.write(data)
         for i, b in enumerate(["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"], start=1):
             dst.set_band_description(i, b)
+    # One window of constant input: a CNN's own output varies a little (its zero-padded borders).
+    norm = model.normalization.apply(np.ascontiguousarray(data[:, :64, :64]), channel_axis=0)[None]
+    single = model.runner(norm)[0]
+    grad = max(np.abs(np.diff(single, axis=0)).max(), np.abs(np.diff(single, axis=1)).max())
+    tol = 1.0 / PROB_SCALE
     for blending in ("mean", "cosine"):
         predict_scene(path, tmp_path / f"{blending}.tif", model, PredictSettings(blending=blending, stride=40))
-        out = read(tmp_path / f"{blending}.tif")[0][0]
-        assert out.min() == out.max(), f"seams with {blending} blending"
+        out = read(tmp_path / f"{blending}.tif")[0][0].astype(float) / PROB_SCALE
+        # blending is a convex combination of identical windows: no value outside one window's range
+        assert single.min() - tol <= out.min() and out.max() <= single.max() + tol, blending
+        if blending == "cosine":  # and no step at window borders larger than inside one window
+            step = max(np.abs(np.diff(out, axis=0)).max(), np.abs(np.diff(out, axis=1)).max())
+            assert step <= grad + 2 * tol, (step, grad)
 
 
 @pytest.mark.parametrize("blending", ["mean", "cosine"])
@@ -83,8 +92,8 @@ def test_stride_changes_only_within_blending_tolerance(scene, model, tmp_path, b
 
 
 def test_band_mapping_ndvi_derived_dem_constant_or_raster(model, tmp_path):
-    full = write_demo_scene(tmp_path / "full.tif", 120, 140, seed=5)
-    raw = write_demo_scene(tmp_path / "raw.tif", 120, 140, seed=5, bands=["B", "G", "R", "NIR", "SWIR1"])
+    full = write_demo_scene(tmp_path / "full.tif", 120, 140, seed=5, nodata=False)
+    raw = write_demo_scene(tmp_path / "raw.tif", 120, 140, seed=5, bands=["B", "G", "R", "NIR", "SWIR1"], nodata=False)
     dem = write_demo_scene(tmp_path / "dem.tif", 120, 140, seed=5, bands=["Dem"], nodata=False)
     ref = tmp_path / "ref.tif"
     predict_scene(full, ref, model, PredictSettings())
@@ -93,10 +102,7 @@ def test_band_mapping_ndvi_derived_dem_constant_or_raster(model, tmp_path):
     tags = read(via_raster)[2]
     assert "NDVI=derived" in tags["band_sources"] and "dem.tif" in tags["band_sources"]
     a, b = read(ref)[0][0].astype(int), read(via_raster)[0][0].astype(int)
-    valid = a != 255
-    assert res.status == "done" and (b[~valid] == 255).all()
-    # the demo scene has a nodata wedge, so NDVI/Dem match where all bands are valid
-    assert np.abs(a[valid] - b[valid]).max() <= 1
+    assert res.status == "done" and np.abs(a - b).max() <= 1
     const = tmp_path / "k.tif"
     predict_scene(raw, const, model, PredictSettings(extra_bands={"Dem": 250}))
     assert "Dem=constant 250.0" in read(const)[2]["band_sources"]

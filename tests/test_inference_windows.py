@@ -105,3 +105,13 @@ def test_scene_smaller_than_a_window(tmp_path):
     predict_scene(scene, tmp_path / "o.tif", pointwise_model(64), PredictSettings())
     with rasterio.open(tmp_path / "o.tif") as src:
         assert src.shape == (5, 9) and (src.read(1) != 255).all()
+
+
+def test_constant_scene_gives_a_constant_map(tmp_path):
+    data = np.broadcast_to(np.array([0.05, 0.08, 0.05, 0.35, 0.2, 0.75, 300], np.float32)[:, None, None], (7, 90, 110))
+    scene = write_scene(tmp_path / "c.tif", np.ascontiguousarray(data))
+    for blending in ("mean", "cosine", "gaussian"):
+        predict_scene(scene, tmp_path / f"{blending}.tif", pointwise_model(), PredictSettings(blending=blending, stride=13))
+        with rasterio.open(tmp_path / f"{blending}.tif") as src:
+            a = src.read(1)
+        assert a.min() == a.max() != 255
