@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO.parent / "shared" / "data" / "seed-c2-test"
@@ -65,18 +66,6 @@ def timed_pool(fn, files: list[str], workers: int) -> tuple[float, int]:
     with ProcessPoolExecutor(workers) as pool:
         n = sum(pool.map(fn, files))
     return time.perf_counter() - t0, n
-
-
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, {platform.system()}"
 
 
 def main() -> int:

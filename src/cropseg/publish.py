@@ -324,7 +324,7 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) -> int:
     from cropseg.gee import engine
     from cropseg.gee.cli import load_config, show_status
-    from cropseg.gee.tasks import Manifest, Policy, TaskManager, format_summary
+    from cropseg.gee.tasks import Manifest, Policy, TaskManager
 
     args = _parser().parse_intermixed_args(argv)
     status = bool(args.args) and args.args[0] == "status"
@@ -359,14 +359,7 @@ def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) ->
         raise
     print(f"uploads: {counts['uploaded']} uploaded, {counts['skipped']} already there")
     manager = TaskManager(manifest, backend, policy)
-    manager.register(items)
-    if args.follow:
-        manager.follow(items, float(cfg["tasks"].get("poll_s", 60)), sleep=sleep)
-    else:
-        manager.refresh()
-        done = manager.submit(items)
-        print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(done.items())) or "nothing to do")
-    print(f"{manifest.path}: {format_summary(manifest.summary([it.key for it in items]))}")
+    print(manager.run(items, args.follow, float(cfg["tasks"].get("poll_s", 60)), sleep=sleep))
     return 0
 
 

@@ -176,7 +176,7 @@ def area_change_map(table: pd.DataFrame, change_tifs: Sequence[Path], regions, p
     _fit_extents(ax1, extents)
     ax1.legend(handles=[Patch(color=c, label=l) for c, l in zip(cmap.colors, ["stable non-cropland", "stable cropland",
                                                                               f"gain (new by {last})", f"loss (gone by {last})"])],
-               loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=8)
+               loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8)
     ax1.set_title(f"Pixel change {first} → {last}" if change_tifs else "no tile mapped in both years")
     _axis_labels(ax1, crs)
     ax1.set_aspect("equal")
@@ -224,7 +224,7 @@ def agreement_figure(tifs: Sequence[Path], total: dict, path: str | Path, refere
     _axis_labels(ax1, crs)
     ax1.set_title(f"Agreement with {reference_name}")
     ax1.legend(handles=[Patch(color=cmap.colors[k], label=CODES[k]) for k in range(4)], loc="upper center",
-               bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=8)
+               bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8)
     cm = np.array([[total["both_noncrop_km2"], total["map_only_km2"]],
                    [total["reference_only_km2"], total["both_crop_km2"]]])
     share = cm / max(cm.sum(), 1e-12)

@@ -168,15 +168,8 @@ def run(argv: list[str], backend=None, sleep=time.sleep) -> int:
         backend = EarthEngineBackend()
     items = plan(args.command, cfg, dry_run=False)
     manager = TaskManager(manifest, backend, policy)
-    manager.register(items)
-    if args.follow:
-        manager.follow(items, float(cfg["tasks"].get("poll_s", 60)), on_complete_command(cfg["follow"].get("on_complete")),
-                       sleep=sleep)
-    else:
-        manager.refresh()
-        counts = manager.submit(items)
-        print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items())) or "nothing to do")
-    print(f"{manifest.path}: {format_summary(manifest.summary([it.key for it in items]))}")
+    print(manager.run(items, args.follow, float(cfg["tasks"].get("poll_s", 60)),
+                      on_complete_command(cfg["follow"].get("on_complete")), sleep=sleep))
     return 0
 
 

@@ -247,6 +247,19 @@ class TaskManager:
             sleep(poll_s)
 
 
+    def run(self, items: list[Any], follow: bool, poll_s: float,
+            on_complete: Callable[[dict[str, Any]], None] | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> str:
+        """Register ``items``, then submit once (or ``follow`` to the end); returns the summary line."""
+        self.register(items)
+        if follow:
+            self.follow(items, poll_s, on_complete, sleep=sleep)
+        else:
+            self.refresh()
+            print(_fmt_counts(self.submit(items)) or "nothing to do")
+        return f"{self.manifest.path}: {format_summary(self.manifest.summary([it.key for it in items]))}"
+
+
 def _fmt_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(counts.items()))
 
