@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("cropseg.models.export", "export a checkpoint to ONNX / TorchScript"),
     "evaluate": ("cropseg.evaluate", "accuracy, agreement, area and clustering of maps"),
     "runs": ("cropseg.runs", "summarize training runs and sweeps"),
+    "calibrate": ("cropseg.calibrate", "fit threshold and temperature on validation patches"),
     "gee": ("cropseg.gee.cli", "Earth Engine exports and task status"),
     "publish": ("cropseg.publish", "upload maps and ingest them into Earth Engine"),
     "info": ("cropseg.models.checkpoint", "show what a checkpoint holds"),

@@ -64,7 +64,7 @@ def datamodule_from_config(data: dict[str, Any], seed: int = 0):
     bands = list(data["bands"])
     norm = normalization_from_config(data.get("normalization"), bands)
     return CroplandDataModule(
-        root=data["root"], train_list=data.get("train_list"), val_list=data.get("val_list"), bands=bands,
+        root=data.get("root"), store=data.get("store"), train_list=data.get("train_list"), val_list=data.get("val_list"), bands=bands,
         normalization=norm, patch_size=data.get("patch_size", 192), crop_size=data.get("crop_size"),
         batch_size=data.get("batch_size", 8), num_workers=data.get("num_workers", 0),
         oversample=data.get("oversample", 0.5), epoch_length=data.get("epoch_length"),

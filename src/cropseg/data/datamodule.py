@@ -66,11 +66,12 @@ class PatchDataset(Dataset):
 
 
 class CroplandDataModule(pl.LightningDataModule):
-    """Streams H5 patches with class-stratified oversampling of the training split."""
+    """Streams H5 patches (``root``) or a packed store (``store``, see cropseg.data.store) with
+    class-stratified oversampling of the training split."""
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         train_list: str | None = None,
         val_list: str | None = None,
         bands: Sequence[str] = DEFAULT_BANDS,
@@ -89,9 +90,14 @@ class CroplandDataModule(pl.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        store: str | None = None,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
+        if root is None and store is None:
+            raise UserError("data.root (H5 patches) or data.store (packed store) is required")
+        self.store_path = Path(store) if store is not None else None
+        self.store = None  # the opened PackedStore, in setup
+        self.root = Path(root) if root is not None and store is None else self.store_path
         self.train_list, self.val_list = train_list, val_list
         self.bands = tuple(bands)
         self.norm = normalization or Normalization.default(self.bands)
@@ -110,11 +116,15 @@ class CroplandDataModule(pl.LightningDataModule):
         if list_file is None:
             return []
         names = read_list(list_file)
-        missing = find_missing(self.root, names)
+        if self.store is not None:
+            missing = [n for n in names if n not in self.store.rows]
+        else:
+            missing = find_missing(self.root, names)
         if missing:
             head = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             if not self.skip_missing:
-                raise UserError(f"data.{key}={list_file}: {len(missing)} listed patch(es) not found in {self.root}: "
+                where = f"the packed store {self.root}" if self.store is not None else self.root
+                raise UserError(f"data.{key}={list_file}: {len(missing)} listed patch(es) not found in {where}: "
                                 f"{head} (data.skip_missing=true skips them)")
             log.warning("data.%s: skipping %d missing patch(es): %s", key, len(missing), head)
             names = [n for n in names if n not in set(missing)]
@@ -142,12 +152,18 @@ class CroplandDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.index:
             return
-        if not self.root.is_dir():
+        if self.store_path is not None:
+            from .store import PackedStore
+
+            self.store = PackedStore(self.store_path)
+            self._check_store()
+        elif not self.root.is_dir():
             raise UserError(f"data.root={self.root}: folder not found")
         train = self._names(self.train_list, "train_list")
         val = self._names(self.val_list, "val_list")
         if self.train_list is None:
-            everything = [n for n in list_patches(self.root) if n not in set(val)]
+            every = self.store.names if self.store is not None else list_patches(self.root)
+            everything = [n for n in every if n not in set(val)]
             rng = np.random.default_rng(self.seed)
             if self.val_list is None:
                 rng.shuffle(everything)
@@ -158,16 +174,37 @@ class CroplandDataModule(pl.LightningDataModule):
         if not train:
             raise UserError(f"data.train_list={self.train_list or '(all patches)'}: the training set is empty "
                             f"(root {self.root})")
-        df = build_index(self.root, train + val, cache=self.index_cache, workers=min(4, os.cpu_count() or 1),
-                         progress=len(train) + len(val) > 500)
+        if self.store is not None:  # the index travels inside the store
+            df = self.store.index.set_index("name", drop=False).loc[train + val].drop(columns="row")
+            df = df.reset_index(drop=True)
+        else:
+            df = build_index(self.root, train + val, cache=self.index_cache, workers=min(4, os.cpu_count() or 1),
+                             progress=len(train) + len(val) > 500)
         self._check(df, "train")
         self.index = {"train": df.iloc[: len(train)].reset_index(drop=True),
                       "val": df.iloc[len(train):].reset_index(drop=True)}
         on_worker = None if self.augment_on_device else self.augment_cfg
+        if self.store is not None:
+            from .store import StoreDataset
+
+            self.train_set = StoreDataset(self.store, train, self.bands, self.norm, self.crop_size, on_worker, self.seed)
+            self.val_set = StoreDataset(self.store, val, self.bands, self.norm)
+            return
         self.train_set = PatchDataset(self.root, train, self.bands, self.norm,
                                       [b.split(",") for b in self.index["train"].bands], self.crop_size, on_worker, self.seed)
         self.val_set = PatchDataset(self.root, val, self.bands, self.norm,
                                     [b.split(",") for b in self.index["val"].bands])
+
+    def _check_store(self) -> None:
+        """A store built for other bands or another patch size than the config: one clear line."""
+        s = self.store
+        missing = [b for b in self.bands if b not in s.bands]
+        if missing:
+            raise UserError(f"data.store={s.path}: built with bands {list(s.bands)}, data.bands asks for "
+                            f"{list(self.bands)} ({missing} not in the store); pack it again with those bands")
+        if (s.height, s.width) != (self.patch_size, self.patch_size):
+            raise UserError(f"data.store={s.path}: patch size {s.height}x{s.width} differs from data.patch_size="
+                            f"{self.patch_size}")
 
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, dataset, **kw) -> DataLoader:

@@ -1,0 +1,196 @@
+"""Calibrate a checkpoint on its validation patches: ``cropseg calibrate ckpt=PATH [key=value ...]``.
+
+Finds the threshold that maximizes F1 (or IoU), fits temperature scaling, draws a
+reliability diagram with the expected calibration error before and after, and writes a
+new checkpoint whose ``threshold`` and ``temperature`` prediction then uses.
+
+Options (``key=value``):
+  ckpt=PATH            the checkpoint (required)
+  metric=f1|iou        what the threshold maximizes (default f1)
+  out=PATH             new checkpoint (default: next to ckpt, ``<name>-calibrated.ckpt``)
+  out_dir=DIR          report folder (default: ``<name>-calibration/`` next to ckpt)
+  bins=15              reliability/ECE bins
+  max_pixels=2000000   pixels sampled for temperature and ECE (the threshold uses all)
+  device=cpu|cuda|auto
+  data.KEY=VALUE       change the checkpoint's data config (e.g. data.root=..., data.val_list=...)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from cropseg.errors import UserError, report_user_errors
+from cropseg.io import atomic_path, write_text_atomic
+
+log = logging.getLogger("cropseg.calibrate")
+
+DEFAULTS: dict[str, Any] = {"ckpt": None, "metric": "f1", "out": None, "out_dir": None, "bins": 15,
+                            "max_pixels": 2_000_000, "device": "cpu", "batch_size": None}
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    opts, data = dict(DEFAULTS), []
+    for arg in argv:
+        if arg in {"-h", "--help"}:
+            print(__doc__)
+            sys.exit(0)
+        if "=" not in arg:
+            raise UserError(f"{arg!r}: expected key=value (e.g. ckpt=path/to/last.ckpt)")
+        key, value = arg.split("=", 1)
+        if key.startswith("data."):
+            data.append(arg[len("data."):])
+        elif key in opts:
+            opts[key] = value
+        else:
+            raise UserError(f"{key}: unknown option; choose one of: {', '.join(DEFAULTS)}, data.<key>")
+    if not opts["ckpt"]:
+        raise UserError("ckpt is required (e.g. ckpt=logs/train/runs/.../checkpoints/last.ckpt)")
+    if str(opts["metric"]).lower() not in {"f1", "iou"}:
+        raise UserError(f"metric={opts['metric']!r} is not known; choose one of: f1, iou")
+    opts["metric"] = str(opts["metric"]).lower()
+    for key in ("bins", "max_pixels"):
+        try:
+            opts[key] = int(opts[key])
+        except ValueError:
+            raise UserError(f"{key}={opts[key]!r}: expected an integer") from None
+    return opts, data
+
+
+def _validation_data(hp: dict[str, Any], data_overrides: list[str], batch_size: int | None):
+    from cropseg.config import datamodule_from_config
+
+    train_cfg = hp.get("train_config") or {}
+    data = OmegaConf.create(train_cfg.get("data") or {})
+    try:
+        data.merge_with_dotlist(data_overrides)
+    except Exception as err:
+        raise UserError(f"data overrides: {str(err).splitlines()[0]}") from None
+    data = OmegaConf.to_container(data, resolve=True)
+    if not data.get("root"):
+        raise UserError("the checkpoint has no data config: give data.root=... and data.val_list=...")
+    bands = list(data.get("bands") or hp["bands"])
+    if bands != list(hp["bands"]):
+        raise UserError(f"data.bands={bands} differ from the checkpoint's bands {list(hp['bands'])}")
+    data["bands"] = bands
+    norm = hp["normalization"]  # the model's normalization, whatever the data config says
+    data["normalization"] = {"kind": "minmax", "min": norm["min"], "max": norm["max"], "clip": norm.get("clip", True)}
+    data["num_workers"] = data.get("num_workers", 0)
+    if batch_size:
+        data["batch_size"] = int(batch_size)
+    dm = datamodule_from_config(data, seed=int(train_cfg.get("seed", 0)))
+    dm.setup("validate")
+    if not len(dm.val_set):
+        raise UserError(f"{data['root']}: the validation set is empty (give data.val_list=...)")
+    return dm
+
+
+def reliability_figure(path: Path, before: dict, after: dict, ece_before: float, ece_after: float,
+                       temperature: float, t_before: float = 1.0, scores: dict | None = None, threshold: float | None = None,
+                       metric: str = "f1") -> Path:
+    from cropseg.plots import plt, save_figure
+
+    ncols = 2 if scores is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 5), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+    for curve, label, color in ((before, f"before (T={t_before:.2f}): ECE {ece_before:.3f}", "tab:red"),
+                                (after, f"after (T={temperature:.2f}): ECE {ece_after:.3f}", "tab:blue")):
+        ok = curve["count"] > 0
+        ax.plot(curve["confidence"][ok], curve["frequency"][ok], marker="o", color=color, label=label)
+    ax.set(xlabel="predicted cropland probability", ylabel="observed cropland frequency", xlim=(0, 1), ylim=(0, 1),
+           title="reliability diagram (validation pixels)")
+    ax.legend(fontsize=8, loc="upper left")
+    if scores is not None:
+        ax2 = axes[0, 1]
+        for name, color in (("f1", "tab:green"), ("iou", "tab:purple")):
+            ax2.plot(scores["threshold"], scores[name], label=name.upper(), color=color)
+        if threshold is not None:
+            ax2.axvline(threshold, color="black", ls=":", label=f"best {metric.upper()} threshold {threshold:.3f}")
+        ax2.set(xlabel="threshold (calibrated probability)", ylabel="score", xlim=(0, 1), ylim=(0, 1),
+                title="validation score by threshold")
+        ax2.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None = None,
+              out_dir: str | Path | None = None, data_overrides: list[str] | None = None, bins: int = 15,
+              max_pixels: int = 2_000_000, device: str = "cpu", batch_size: int | None = None) -> dict[str, Any]:
+    """Calibrate ``ckpt_path``; returns the report (also written as ``calibration.json``)."""
+    from cropseg.models import calibration as cal
+    from cropseg.models.checkpoint import load_model, read_checkpoint
+
+    ckpt_path = Path(ckpt_path)
+    raw = read_checkpoint(ckpt_path)
+    hp = dict(raw["hyper_parameters"])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(ckpt_path, map_location=device)
+    dm = _validation_data(hp, list(data_overrides or []), batch_size)
+    total = len(dm.val_set) * int(hp["patch_size"]) ** 2
+    c = cal.collect(model, dm.val_dataloader(), max_pixels=max_pixels, total_pixels=total, device=device)
+    if c.pixels == 0 or c.targets.numel() == 0:
+        raise UserError(f"{ckpt_path}: no valid validation pixels to calibrate on")
+
+    old_t, old_thr = float(hp.get("temperature", 1.0)), float(hp.get("threshold", 0.5))
+    temperature = cal.fit_temperature(c.logits, c.targets)
+    p_before, p_after = torch.sigmoid(c.logits / old_t), torch.sigmoid(c.logits / temperature)
+    ece_before = cal.expected_calibration_error(p_before, c.targets, bins)
+    ece_after = cal.expected_calibration_error(p_after, c.targets, bins)
+    threshold, score = cal.best_threshold(c, metric, temperature)
+    report = {
+        "checkpoint": str(ckpt_path), "validation_patches": len(dm.val_set), "validation_pixels": c.pixels,
+        "sampled_pixels": int(c.targets.numel()), "cropland_fraction": float(c.targets.mean()),
+        "metric": metric, "temperature_before": old_t, "temperature": temperature,
+        "threshold_before": old_thr, "threshold": threshold,
+        f"{metric}_at_threshold_before": cal.score_at(c, old_thr, metric, old_t),
+        f"{metric}_at_threshold": score,
+        "ece_before": ece_before, "ece_after": ece_after,
+        "nll_before": cal.nll(c.logits, c.targets, old_t), "nll_after": cal.nll(c.logits, c.targets, temperature),
+        "bins": bins,
+    }
+    stem = ckpt_path.name[: -len(".ckpt")] if ckpt_path.name.endswith(".ckpt") else ckpt_path.name
+    out = Path(out) if out else ckpt_path.with_name(f"{stem}-calibrated.ckpt")
+    out_dir = Path(out_dir) if out_dir else ckpt_path.with_name(f"{stem}-calibration")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reliability_figure(out_dir / "reliability.png", cal.reliability_curve(p_before, c.targets, bins),
+                       cal.reliability_curve(p_after, c.targets, bins), ece_before, ece_after, temperature, old_t,
+                       cal.threshold_scores(c, temperature), threshold, metric)
+
+    raw["hyper_parameters"]["threshold"] = threshold
+    raw["hyper_parameters"]["temperature"] = temperature
+    raw["cropseg"] = {**raw["cropseg"], "calibration": {k: v for k, v in report.items() if k != "checkpoint"}}
+    with atomic_path(out) as tmp:
+        torch.save(raw, tmp)
+    report.update(calibrated_checkpoint=str(out), reliability_png=str(out_dir / "reliability.png"))
+    write_text_atomic(out_dir / "calibration.json", json.dumps(report, indent=2))
+    return report
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    opts, data = parse_args(list(sys.argv[1:] if argv is None else argv))
+    r = calibrate(opts["ckpt"], opts["metric"], opts["out"], opts["out_dir"], data, opts["bins"], opts["max_pixels"],
+                  opts["device"], opts["batch_size"])
+    m = r["metric"]
+    print("\n".join([
+        f"cropseg calibrate: {r['validation_patches']} validation patches, {r['validation_pixels']} pixels "
+        f"(cropland {r['cropland_fraction']:.3f})",
+        f"  temperature {r['temperature_before']:.3f} -> {r['temperature']:.3f}: ECE {r['ece_before']:.4f} -> "
+        f"{r['ece_after']:.4f}, NLL {r['nll_before']:.4f} -> {r['nll_after']:.4f}",
+        f"  threshold   {r['threshold_before']:.3f} -> {r['threshold']:.3f}: {m.upper()} "
+        f"{r[f'{m}_at_threshold_before']:.4f} -> {r[f'{m}_at_threshold']:.4f}",
+        f"  calibrated checkpoint: {r['calibrated_checkpoint']}",
+        f"  reliability diagram:   {r['reliability_png']}",
+    ]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
