@@ -26,6 +26,40 @@ def config_dir() -> Path:
 CONFIG_DIR = config_dir()
 
 
+def _sqlite_url(path: str) -> str:
+    """``sqlite:///ABS`` for an Optuna study file, creating its folder (SQLite does not)."""
+    p = Path(path).expanduser().resolve()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{p}"
+
+
+def run_dirname(overrides: Any, max_len: int = 120) -> str:
+    """A short, safe folder name for a sweep job from its overrides (``model=unet,loss=jaccard``).
+
+    Paths and where-to-write keys are left out (they are the same for every job and make
+    names too long for the file system); ``/`` cannot appear; long names are cut and hashed.
+    """
+    import hashlib
+    import re
+
+    keep = []
+    for o in list(overrides or []):
+        key, _, value = str(o).lstrip("+~").partition("=")
+        if key.startswith(("paths.", "hydra.")) or key in {"seed", "ckpt_path", "init_from"} or "/" in value:
+            continue
+        keep.append(f"{key}={value}")
+    name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(keep))
+    if len(name) > max_len:
+        name = name[: max_len - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+if not OmegaConf.has_resolver("cropseg_sqlite"):
+    OmegaConf.register_new_resolver("cropseg_sqlite", _sqlite_url)
+if not OmegaConf.has_resolver("cropseg_dirname"):
+    OmegaConf.register_new_resolver("cropseg_dirname", run_dirname)
+
+
 def compose(config_name: str = "train", overrides: list[str] | None = None,
             return_hydra_config: bool = False) -> DictConfig:
     """Compose a config as the entry point would (for tests and notebooks); no run folder.

@@ -287,6 +287,16 @@ COMMANDS: dict[str, Command] = {
         "seed": Option(0, "demo seed", "int"),
         "pad": Option(1, "extra rows/columns as Earth Engine exports (193 for 192)", "int"),
     }),
+    "pack": Command(lambda o: __import__("cropseg.data.store", fromlist=["run_pack"]).run_pack(o),
+                    "Pack H5 patches into a store of memory-mapped arrays for fast training (data=packed).", {
+        "root": Option(None, "folder of .h5 patches", "path"),
+        "out": Option(None, "store folder to create", "path"),
+        "list": Option(None, "list file(s) of patches to pack, comma-separated (null: every .h5 in root)", "list"),
+        "bands": Option((), "bands to store, in order (empty: the first patch's bands)", "list"),
+        "float32_bands": Option(("Dem",), "bands kept float32, the rest float16 ('all' | '' for none)", "list"),
+        "workers": Option(0, "processes (0: one per CPU)", "int"),
+        "overwrite": Option(False, "rebuild a finished store of different input", "bool"),
+    }),
 }
 
 

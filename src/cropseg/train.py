@@ -8,19 +8,136 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from pytorch_lightning import Callback as _Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cropseg.config import CONFIG_DIR, datamodule_from_config, model_from_config, to_container
 from cropseg.errors import UserError
 from cropseg.io import write_text_atomic
 
 log = logging.getLogger("cropseg.train")
+
+PACKAGES = ("cropseg", "torch", "pytorch-lightning", "segmentation-models-pytorch", "timm", "torchmetrics", "hydra-core",
+            "omegaconf", "numpy", "h5py", "hydra-optuna-sweeper", "optuna", "sqlalchemy", "hydra-submitit-launcher")
+
+
+def environment() -> dict[str, Any]:
+    """What a run needs to be repeated: git revision, package versions, platform, command line."""
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    git: dict[str, Any] = {}
+    src = Path(__file__).resolve().parent
+    try:
+        def run(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        git = {"revision": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        git = {"revision": None, "note": "not a git checkout (installed package); see versions.cropseg"}
+    import __main__
+    import torch
+
+    spec = getattr(__main__, "__spec__", None)
+    prog = ["python", "-m", spec.name] if spec is not None and spec.name else [Path(sys.argv[0]).name]
+    return {
+        "git": git, "versions": versions, "python": sys.version.split()[0], "platform": platform.platform(),
+        "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "command": [*prog, *sys.argv[1:]], "cwd": os.getcwd(), "host": platform.node(),
+    }
+
+
+class FreezeEncoder(_Callback):
+    """Fine-tuning: keep the encoder's weights (and batch-norm statistics) fixed for the first ``epochs``.
+
+    The optimizer holds every parameter; frozen ones get no gradient, so Adam(W) leaves them
+    (and their weight decay) alone until they thaw.
+    """
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = int(epochs)
+
+    def _encoder(self, module: Any):
+        return getattr(getattr(module, "net", None), "encoder", None)
+
+    def _set(self, module: Any, frozen: bool) -> None:
+        enc = self._encoder(module)
+        if enc is None:
+            return
+        for p in enc.parameters():
+            p.requires_grad_(not frozen)
+
+    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+        self._set(module, trainer.current_epoch < self.epochs)
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch, batch_idx: int) -> None:
+        enc = self._encoder(module)
+        if enc is not None and trainer.current_epoch < self.epochs:
+            enc.eval()  # Lightning puts the model back in train mode after each validation
+
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        self._set(module, False)
+
+
+def _bands_of(hp: dict[str, Any]) -> list[str]:
+    return list(hp.get("bands") or [])
+
+
+def init_weights(model, path: str | Path, data_bands: list[str]) -> None:
+    """Fine-tuning: start ``model`` from the weights of checkpoint ``path`` (same bands, same network)."""
+    from cropseg.models.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    if _bands_of(hp) != list(data_bands):
+        raise UserError(f"init_from={path}: the checkpoint's bands {_bands_of(hp)} differ from data.bands "
+                        f"{list(data_bands)}")
+    for key in ("arch", "encoder"):
+        if str(hp.get(key)) != str(model.hparams[key]):
+            raise UserError(f"init_from={path}: the checkpoint's model.{key}={hp.get(key)} differs from "
+                            f"model.{key}={model.hparams[key]} (set model.{key}={hp.get(key)})")
+    if hp.get("normalization", {}).get("min") != model.hparams.normalization["min"] or \
+            hp.get("normalization", {}).get("max") != model.hparams.normalization["max"]:
+        log.warning("init_from: the checkpoint was trained with another normalization than data.normalization")
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"init_from={path}: weights do not fit model={model.hparams.arch} "
+                        f"({str(err).splitlines()[0]})") from None
+    log.info("init_from: weights from %s", path)
+
+
+def _check_search_space(cfg: DictConfig) -> None:
+    """An Optuna search with nothing to search is a user error, not N identical trials."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except ValueError:
+        return
+    sweeper = hc.sweeper
+    if "optuna" not in str(sweeper.get("_target_", "")).lower():
+        return
+    params = sweeper.get("params") or {}
+    swept = [a for a in sys.argv[1:] if "=" in a and not a.startswith("hydra.")
+             and any(t in a.split("=", 1)[1] for t in (",", "interval(", "range(", "choice("))]
+    if not params and not swept and not sweeper.get("search_space"):
+        raise UserError("hparams_search: the search space is empty (hydra.sweeper.params has no parameters); "
+                        "give some, e.g. 'hydra.sweeper.params.optimizer.lr=tag(log,interval(1e-5,1e-2))'")
 
 
 def _instantiate_all(group: dict[str, Any] | None, key: str) -> list:
@@ -42,6 +159,7 @@ def _instantiate_all(group: dict[str, Any] | None, key: str) -> list:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit a model as ``cfg`` describes; returns the run summary (best checkpoint and metrics)."""
     import pytorch_lightning as pl
+    import torch
 
     t0 = time.time()
     if "hydra" in cfg:
@@ -52,18 +170,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(plain["seed"], workers=True, verbose=False)
     dm = datamodule_from_config(plain["data"], seed=plain["seed"])
     model = model_from_config(plain, dm.norm)
+    init_from = plain.get("init_from")
+    ckpt_path = plain.get("ckpt_path")
+    if init_from and ckpt_path:
+        raise UserError("init_from and ckpt_path both given: ckpt_path resumes a run, init_from starts a new one")
+    if init_from:
+        init_weights(model, init_from, list(plain["data"]["bands"]))
     callbacks = _instantiate_all(plain.get("callbacks"), "callbacks")
+    freeze = int((plain.get("finetune") or {}).get("freeze_encoder_epochs") or 0)
+    if freeze > 0:
+        callbacks.append(FreezeEncoder(freeze))
     loggers = _instantiate_all(plain.get("logger"), "logger")
+    trainer_kw = dict(plain["trainer"])
+    if freeze > 0 and trainer_kw.get("strategy") == "ddp":
+        trainer_kw["strategy"] = "ddp_find_unused_parameters_true"  # frozen encoder params get no gradient
+    if trainer_kw.get("sync_batchnorm") and (trainer_kw.get("accelerator") == "cpu" or not torch.cuda.is_available()):
+        trainer_kw["sync_batchnorm"] = False  # SyncBatchNorm needs GPUs; CPU processes (gloo) keep per-rank stats
+        log.info("trainer.sync_batchnorm: off on CPU")
     try:
-        trainer = pl.Trainer(**plain["trainer"], callbacks=callbacks, logger=loggers or False)
+        trainer = pl.Trainer(**trainer_kw, callbacks=callbacks, logger=loggers or False)
     except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
         raise UserError(f"trainer: {str(err).splitlines()[0]}") from None
-    ckpt_path = plain.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise UserError(f"ckpt_path={ckpt_path}: checkpoint not found")
+    out = Path(trainer.default_root_dir)
+    if trainer.is_global_zero:
+        env = environment()
+        env.update(seed=plain["seed"], init_from=init_from, ckpt_path=ckpt_path)
+        write_text_atomic(out / "environment.json", json.dumps(env, indent=2, default=str))
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
 
-    out = Path(trainer.default_root_dir)
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
     metric = plain.get("optimized_metric", "val/iou")
@@ -85,8 +221,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_patches": len(dm.train_set),
         "val_patches": len(dm.val_set),
         "seconds": round(time.time() - t0, 1),
+        "init_from": init_from,
+        "world_size": trainer.world_size,
     }
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    if trainer.is_global_zero:
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -107,6 +246,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
+        _check_search_space(cfg)
         summary = train(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

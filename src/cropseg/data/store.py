@@ -176,6 +176,7 @@ class StoreDataset(PatchDataset):
         valid = np.isfinite(image).all(axis=0) & (label[0] != LABEL_NODATA)
         image = self.norm.apply(image, channel_axis=0)
         image[:, ~valid] = 0.0
+        label[0, ~valid] = IGNORE
         return image, label
 
 
@@ -419,66 +420,70 @@ def format_summary(s: dict) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-def _kv(argv: list[str]) -> dict[str, str]:
-    opts = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise UserError(f"pack: argument {arg!r} is not key=value; see cropseg prepare pack --help")
-        opts[key.lstrip("-").replace("-", "_")] = value
-    return opts
+#: Options of ``cropseg prepare pack`` (name: (default, help)); cropseg.prepare declares the same.
+OPTIONS: dict[str, tuple[Any, str]] = {
+    "root": (None, "folder of {GridID}-{PointID}.h5 patches (required)"),
+    "out": (None, "store folder to create (required)"),
+    "list": (None, "only the patches named in these list file(s), comma-separated (default: every .h5 in root)"),
+    "bands": ((), "bands to store, in order (default: the first patch's bands)"),
+    "float32_bands": (DEFAULT_FLOAT32_BANDS, "bands stored as float32, not float16 ('all': every band; '': none)"),
+    "workers": (0, "processes (0: one per CPU)"),
+    "overwrite": (False, "rebuild a finished store of different input"),
+}
 
 
-USAGE = """usage: cropseg prepare pack root=DIR out=STORE [list=FILE[,FILE]] [bands=B,G,...] [float32_bands=Dem]
-                            [workers=0] [overwrite=false]
-
-Build a packed training store (few large memory-mappable arrays + index) from H5 patches.
-Parallel, resumable (rerun after an interruption) and atomic (manifest.json written last).
-
-options:
-  root           folder of {GridID}-{PointID}.h5 patches (required)
-  out            store folder to create (required)
-  list           only the patches named in these list file(s) (default: every .h5 in root)
-  bands          bands to store, in order (default: the first patch's bands)
-  float32_bands  bands stored as float32 instead of float16 (default: Dem; 'all' for every band, '' for none)
-  workers        processes (0: one per CPU)
-  overwrite      rebuild a finished store of different input (default: false)"""
+def _as_list(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        v = v.strip("[]").split(",")
+    return [str(s).strip() for s in v if str(s).strip()]
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "pack":
-        argv = argv[1:]
-    if any(a in {"-h", "--help", "help"} for a in argv):
-        print(USAGE)
-        return 0
-    o = _kv(argv)
-    known = {"root", "out", "list", "bands", "float32_bands", "workers", "overwrite"}
-    unknown = set(o) - known
-    if unknown:
-        raise UserError(f"prepare pack: unknown option(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+def run_pack(o: dict) -> int:
+    """``cropseg prepare pack`` with parsed options (a dict of OPTIONS keys); prints the summary."""
     if not o.get("root"):
         raise UserError("prepare pack: root=DIR is required")
     if not o.get("out"):
         raise UserError("prepare pack: out=STORE is required")
-
-    def lst(v: str | None) -> list[str]:
-        return [s.strip() for s in (v or "").strip("[]").split(",") if s.strip()]
-
-    names = None
-    if o.get("list"):
-        names = [n for f in lst(o["list"]) for n in read_list(f)]
-    try:
-        workers = int(o.get("workers", 0))
-    except ValueError:
-        raise UserError(f"prepare pack: workers={o['workers']!r} is not a valid int") from None
-    overwrite = o.get("overwrite", "false").lower() in {"true", "1", "yes", "on"}
-    f32 = lst(o["float32_bands"]) if "float32_bands" in o else list(DEFAULT_FLOAT32_BANDS)
-    summary = pack(o["root"], o["out"], names=names, bands=lst(o.get("bands")) or None, float32_bands=f32,
-                   workers=workers, overwrite=overwrite, progress=sys.stderr.isatty())
+    names = [n for f in _as_list(o.get("list")) for n in read_list(f)] if o.get("list") else None
+    f32 = o.get("float32_bands", DEFAULT_FLOAT32_BANDS)
+    summary = pack(o["root"], o["out"], names=names, bands=_as_list(o.get("bands")) or None,
+                   float32_bands=_as_list(f32), workers=int(o.get("workers") or 0),
+                   overwrite=bool(o.get("overwrite")), progress=sys.stderr.isatty())
     print(format_summary(summary))
     return 0
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cropseg.data.store [pack] root=DIR out=STORE ...`` (same as ``cropseg prepare pack``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "pack":
+        argv = argv[1:]
+    if any(a in {"-h", "--help", "help"} for a in argv):
+        print("usage: cropseg prepare pack root=DIR out=STORE [key=value ...]\n\n"
+              "Build a packed training store (memory-mappable arrays + index) from H5 patches;\n"
+              "parallel, resumable (rerun after an interruption), atomic (manifest.json written last).\n\noptions:\n"
+              + "\n".join(f"  {k:<14} {h} (default: {d})" for k, (d, h) in OPTIONS.items()))
+        return 0
+    o: dict[str, Any] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("-").replace("-", "_")
+        if not sep:
+            raise UserError(f"prepare pack: argument {arg!r} is not key=value; see cropseg prepare pack --help")
+        if key not in OPTIONS:
+            raise UserError(f"prepare pack: unknown option {key!r}; known: {', '.join(OPTIONS)}")
+        o[key] = value
+    if "workers" in o:
+        try:
+            o["workers"] = int(o["workers"])
+        except ValueError:
+            raise UserError(f"prepare pack: workers={o['workers']!r} is not a valid int") from None
+    if "overwrite" in o:
+        o["overwrite"] = o["overwrite"].lower() in {"true", "1", "yes", "on"}
+    return run_pack(o)
 
 
 if __name__ == "__main__":

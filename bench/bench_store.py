@@ -1,0 +1,113 @@
+"""Training DataLoader throughput: packed store vs per-patch H5 files vs the raw ceiling of the store.
+
+Run: python bench/bench_store.py [--root DIR] [--samples N] [--out bench/results/store.md]
+Uses the real Earth Engine patches in ../shared/data/seed-c2-test when present, else the
+demo data; packs them into a temporary store first (and reports the build). Per-core
+numbers: torch.set_num_threads(1), the loader in the main process (num_workers=0); then
+2 workers. Augmentation either per patch in the loader ("aug in loader", the default) or
+batched after the loader ("batched aug", what data.augment_on_device=true does after
+transfer; timed here on the CPU, on a GPU it is nearly free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SEED_DIR, machine, table  # noqa: E402
+
+from cropseg.bands import DEFAULT_BANDS, Normalization  # noqa: E402
+from cropseg.data.datamodule import CroplandDataModule  # noqa: E402
+from cropseg.data.store import PackedStore, format_summary, pack  # noqa: E402
+from cropseg.data.transforms import AugmentConfig, augment  # noqa: E402
+
+
+def raw_store_rate(store: Path, n: int, seed: int = 1) -> float:
+    s = PackedStore(store)
+    rows = np.random.default_rng(seed).integers(0, s.count, n)
+    t = time.perf_counter()
+    for r in rows:
+        s.read_raw(int(r))
+    return n / (time.perf_counter() - t)
+
+
+def loader_rate(n: int, workers: int, mode: str, *, root: Path | None = None, store: Path | None = None,
+                size: int = 192) -> float:
+    """mode: none | loader (per-patch augmentation in the DataLoader) | batched (augment each batch after)."""
+    import torch
+
+    cfg = AugmentConfig()
+    dm = CroplandDataModule(str(root) if root else None, store=str(store) if store else None, bands=DEFAULT_BANDS,
+                            normalization=Normalization.default(), patch_size=size, batch_size=8, num_workers=workers,
+                            oversample=1.0, epoch_length=n, augment=cfg if mode != "none" else None,
+                            augment_on_device=mode == "batched", val_fraction=0.0, persistent_workers=False)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    g = torch.Generator().manual_seed(0)
+    t = time.perf_counter()
+    count = 0
+    for batch in loader:
+        if mode == "batched":
+            augment(batch["image"], batch["mask"], cfg, g)
+        count += batch["image"].shape[0]
+    return count / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--root", type=Path, default=SEED_DIR / "data" if SEED_DIR.exists() else None)
+    p.add_argument("--samples", type=int, default=400)
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    a = p.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # per-core numbers
+    root = a.root
+    if root is None:
+        from cropseg.data.demo import generate_demo
+
+        root = generate_demo("data/demo") / "data"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    store = tmp / "bench.store"
+    built = pack(root, store, workers=2)
+    size = PackedStore(store).height
+    n_patches = built["patches"]
+    lines = [f"## packed store vs H5 patches ({time.strftime('%Y-%m-%d')})", "",
+             f"Machine: {machine()}.", f"Data: {root} ({n_patches} patches, {size}x{size}x7), {a.samples} samples "
+             "per run, class-stratified sampler (oversample=1), batch 8, torch.set_num_threads(1).", "",
+             "Build: `cropseg prepare pack` (2 processes):", "", "```", format_summary(built), "```", ""]
+    loader_rate(40, 0, "none", root=root)  # warm the page cache and imports
+    rows = []
+    for workers in (0, 2):
+        cores = max(1, workers)
+        ceiling = raw_store_rate(store, a.samples)  # one process
+        h5_aug = loader_rate(a.samples, workers, "loader", root=root, size=size)
+        h5_none = loader_rate(a.samples, workers, "none", root=root, size=size)
+        st_none = loader_rate(a.samples, workers, "none", store=store, size=size)
+        st_aug = loader_rate(a.samples, workers, "loader", store=store, size=size)
+        st_batched = loader_rate(a.samples, workers, "batched", store=store, size=size)
+        label = f"{workers} workers" if workers else "main process (1 core)"
+        rows.append([label, ceiling * cores, h5_none, h5_aug, st_none, st_aug, st_batched,
+                     f"{st_aug / h5_aug:.1f}x", f"{st_none / h5_none:.1f}x"])
+    lines.append(table(["loader", "raw store reads/s (ceiling)", "H5 no aug", "H5 + aug", "store no aug",
+                        "store + aug in loader", "store + batched aug", "store/H5 (+aug)", "store/H5 (no aug)"], rows))
+    lines += ["", "Samples/s. Ceiling for 2 workers = one process's rate x 2. Command: "
+              f"`python bench/bench_store.py --samples {a.samples}`"]
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text + "\n")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
