@@ -38,28 +38,33 @@ def patch_class(rp: float | np.ndarray) -> int | np.ndarray:
     return int(c) if np.ndim(c) == 0 else c
 
 
+def describe_arrays(name: str, data: np.ndarray, label: np.ndarray, bands: Sequence[str], st: os.stat_result) -> dict:
+    """One index row from a patch's arrays (H, W, C) and (H, W, 1) and its file's stat."""
+    valid = np.isfinite(data).all(axis=2) & np.isfinite(label[..., 0])
+    lab = label[..., 0][valid]
+    rp = float(lab.mean()) if lab.size else 0.0
+    return {
+        "name": name,
+        "height": data.shape[0],
+        "width": data.shape[1],
+        "channels": data.shape[2],
+        "bands": ",".join(bands),
+        "rp": rp,
+        "c": patch_class(rp),
+        "nodata_frac": float(1.0 - valid.mean()),
+        "label_min": float(lab.min()) if lab.size else 0.0,
+        "label_max": float(lab.max()) if lab.size else 0.0,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
+
+
 def describe_patch(path: str | Path) -> dict:
     """One index row: shape, bands, cropland fraction over valid pixels, class, nodata fraction."""
     path = Path(path)
     st = path.stat()
     patch = read_patch(path)
-    valid = np.isfinite(patch.data).all(axis=2) & np.isfinite(patch.label[..., 0])
-    label = patch.label[..., 0][valid]
-    rp = float(label.mean()) if label.size else 0.0
-    return {
-        "name": path.stem,
-        "height": patch.data.shape[0],
-        "width": patch.data.shape[1],
-        "channels": patch.data.shape[2],
-        "bands": ",".join(patch.bands),
-        "rp": rp,
-        "c": patch_class(rp),
-        "nodata_frac": float(1.0 - valid.mean()),
-        "label_min": float(label.min()) if label.size else 0.0,
-        "label_max": float(label.max()) if label.size else 0.0,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-    }
+    return describe_arrays(path.stem, patch.data, patch.label, patch.bands, st)
 
 
 def _describe_or_error(path: Path) -> dict | str:

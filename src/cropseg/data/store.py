@@ -22,9 +22,7 @@ so one store serves any number of workers without copies.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -36,12 +34,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from cropseg.bands import DEFAULT_BANDS, Normalization
+from cropseg.bands import Normalization
 from cropseg.errors import UserError, report_user_errors
 from cropseg.io import atomic_path, write_text_atomic
 
 from .datamodule import PatchDataset
-from .index import INDEX_COLUMNS, patch_class
+from .index import INDEX_COLUMNS, describe_arrays
 from .patches import list_patches, patch_path, read_list, read_patch
 from .transforms import IGNORE
 
@@ -183,17 +181,6 @@ class StoreDataset(PatchDataset):
 # --------------------------------------------------------------------------- packing
 
 
-def _index_row(name: str, data: np.ndarray, label: np.ndarray, bands: Sequence[str], st: os.stat_result) -> dict:
-    """The index row of one patch, computed as cropseg.data.index.describe_patch does."""
-    valid = np.isfinite(data).all(axis=2) & np.isfinite(label[..., 0])
-    lab = label[..., 0][valid]
-    rp = float(lab.mean()) if lab.size else 0.0
-    return {"name": name, "height": data.shape[0], "width": data.shape[1], "channels": data.shape[2],
-            "bands": ",".join(bands), "rp": rp, "c": patch_class(rp), "nodata_frac": float(1.0 - valid.mean()),
-            "label_min": float(lab.min()) if lab.size else 0.0, "label_max": float(lab.max()) if lab.size else 0.0,
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def _pack_chunk(job: dict) -> dict:
     """Pack rows [start, stop) of the plan into the open arrays; record the chunk as done."""
     out, root, plan = Path(job["out"]), Path(job["root"]), job["plan"]
@@ -239,7 +226,7 @@ def _pack_chunk(job: dict) -> dict:
         if bad.any():
             return {"error": f"{path}: label values must be integers 0..254 to pack (found {float(lab[bad][0])})"}
         maps["label"][row, 0] = np.where(finite, lab, LABEL_NODATA).astype(np.uint8)
-        rec = _index_row(name, data, label, plan["bands"], st)
+        rec = describe_arrays(name, data, label, plan["bands"], st)
         rec["row"] = row
         rows.append(rec)
     for m in maps.values():
