@@ -123,6 +123,7 @@ def main() -> None:
     p.add_argument("--raw-seconds", type=float, default=5.0)
     p.add_argument("--work", default=None, help="folder for temporary scenes (default: system temp)")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--only-memory", action="store_true", help="skip the throughput table")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     for k in ("--ckpt", "--scene", "--out", "--setting"):
@@ -140,7 +141,7 @@ def main() -> None:
         ckpt = make_checkpoint(tmp / "unet-resnet34.ckpt")
         scene = make_scene(tmp / "scene.tif", args.size)
         rows = []
-        for name, setting in SETTINGS.items():
+        for name, setting in ({} if args.only_memory else SETTINGS).items():
             r = run_child(ckpt, scene, setting, args, raw=True)
             rows.append((name, r))
         mem = []

@@ -38,6 +38,7 @@ from .raster import (NODATA_OUT, PROB_SCALE, RASTER_SUFFIXES, MapWriter, SceneRe
                      finish_output, open_raster, output_profile, plan_bands, to_uint8)
 from .windows import WindowGrid, blend_weights, resolve_stride
 
+GDAL_CACHE_MB = 64
 YEAR_RE = re.compile(r"^(\d{4})(?:_|$)")
 LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")
 
@@ -393,7 +394,10 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
     if output.exists() and not overwrite:
         return SceneResult(str(scene), str(output), "skipped", message="output exists (overwrite=true to redo)")
     remove_stale_temporaries(output)
-    with open_raster(scene) as src:
+    import rasterio
+
+    # Every row is read once and written once: a small GDAL block cache keeps memory flat.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024), open_raster(scene) as src:
         check_georeferenced(src, scene)
         plan = plan_bands(src, scene, model.bands, settings.band_map, settings.extra_bands, settings.assume_order)
         window = int(settings.window or model.patch_size)
