@@ -20,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from cropseg.config import CONFIG_DIR, to_container
 from cropseg.errors import UserError
+from cropseg.maps import OUTPUT_PATTERN
 
 log = logging.getLogger("cropseg.predict")
 
@@ -58,7 +59,7 @@ def predict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             log.info("%s -> %s (%.2f MP in %.1fs)", res.scene, res.output, res.megapixels, res.seconds)
 
     results = predict_many(scenes, plain.get("output") or "predictions", settings, plain.get("ckpt"),
-                           plain.get("models"), bool(plain.get("overwrite")), plain.get("pattern") or "{stem}_cropland.tif",
+                           plain.get("models"), bool(plain.get("overwrite")), plain.get("pattern") or OUTPUT_PATTERN,
                            single, report)
     summary = summary_dict(results)
     summary.update(rank=rank, world_size=world, scenes_total=len(scenes_all), scenes_this_rank=len(scenes),

@@ -36,8 +36,8 @@ from typing import Any, Callable
 from cropseg import __version__
 from cropseg.errors import UserError, report_user_errors
 from cropseg.io import write_text_atomic
+from cropseg.maps import MAP_NAME
 
-MAP_NAME = re.compile(r"^(?P<year>\d{4})_(?P<grid>[^_]+)_cropland\.tiff?$", re.IGNORECASE)
 ASSET_ID = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/assets|users/[A-Za-z0-9_-]+)(/[A-Za-z0-9_-]+)+$")
 PYRAMIDING = {"MEAN", "MODE", "MIN", "MAX", "SAMPLE", "MEDIAN"}
 

@@ -26,7 +26,7 @@ from cropseg.data.demo import render_scene, smooth_noise
 from cropseg.errors import report_user_errors
 from cropseg.io import atomic_path, write_text_atomic
 
-from .maps import map_name
+from cropseg.maps import NODATA, encode, encoding_tags, map_name
 from .vector import point_wkb, polygon_wkb
 
 YEARS = tuple(range(2015, 2021))
@@ -69,19 +69,15 @@ def _prediction(truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _write_map(path: Path, prob: np.ndarray, transform, year: int, grid: str, nodata_mask: np.ndarray) -> None:
-    band1 = np.round(prob * 200).astype(np.uint8)
-    band2 = (prob >= 0.5).astype(np.uint8)
-    band1[nodata_mask] = 255
-    band2[nodata_mask] = 255
+    bands = encode(prob, ~nodata_mask, 0.5)
     profile = dict(driver="GTiff", width=prob.shape[1], height=prob.shape[0], count=2, dtype="uint8",
-                   crs="EPSG:4326", transform=transform, nodata=255, compress="lzw")
+                   crs="EPSG:4326", transform=transform, nodata=NODATA, compress="lzw")
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(band1, 1)
-            dst.write(band2, 2)
+            dst.write(bands)
             dst.set_band_description(1, "cropland probability")
             dst.set_band_description(2, "cropland class")
-            dst.update_tags(probability_scale="200", threshold="0.5", year=str(year), grid=grid, source="cropseg demo")
+            dst.update_tags(**encoding_tags(), threshold="0.5", year=str(year), grid=grid, source="cropseg demo")
 
 
 def _write_vector(path: Path, geoms: list[bytes], fields: dict[str, np.ndarray], geometry_type: str) -> bool:

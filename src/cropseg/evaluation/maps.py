@@ -21,14 +21,9 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from cropseg.errors import UserError
+from cropseg.maps import MAP_GLOB, MAP_NAME, PROB_SCALE
 
-#: ``{year}_{grid}_cropland.tif`` — the prediction file name written by inference.
-MAP_NAME = re.compile(r"^(?P<year>\d{4})_(?P<grid>.+?)_cropland\.tiff?$", re.IGNORECASE)
 KINDS = ("auto", "probability", "class")
-
-
-def map_name(year: int, grid: str) -> str:
-    return f"{year}_{grid}_cropland.tif"
 
 
 def expand_inputs(inputs: Iterable[str | Path], what: str = "maps") -> list[Path]:
@@ -37,7 +32,7 @@ def expand_inputs(inputs: Iterable[str | Path], what: str = "maps") -> list[Path
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(p.glob("*_cropland.tif")) or sorted(p.glob("*.tif")) + sorted(p.glob("*.tiff"))
+            found = sorted(p.glob(MAP_GLOB)) or sorted(p.glob("*.tif")) + sorted(p.glob("*.tiff"))
             if not found:
                 raise UserError(f"{p}: folder holds no GeoTIFF {what}")
             out += found
@@ -203,7 +198,7 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
         elif scale_tag:
             scale = float(scale_tag)
         else:
-            scale = 1.0 if is_float else 200.0
+            scale = 1.0 if is_float else float(PROB_SCALE)
         if scale <= 0:
             raise UserError(f"{path}: probability scale must be positive (got {scale})")
         class_band = None

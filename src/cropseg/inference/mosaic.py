@@ -19,12 +19,13 @@ from xml.sax.saxutils import escape
 
 from cropseg.errors import UserError, report_user_errors
 from cropseg.io import atomic_path
+from cropseg.maps import MAP_GLOB
 
 GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
               "float32": "Float32", "float64": "Float64"}
 
 
-def collect_maps(inputs: Sequence[str], year: int | None = None, pattern: str = "*_cropland.tif") -> list[Path]:
+def collect_maps(inputs: Sequence[str], year: int | None = None, pattern: str = MAP_GLOB) -> list[Path]:
     maps: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("inputs", nargs="+", help="maps, globs or folders (folders: their *_cropland.tif)")
     p.add_argument("--out", required=True, help="mosaic path: .vrt (references the maps) or .tif (a COG)")
     p.add_argument("--year", type=int, default=None, help="only maps named {year}_*")
-    p.add_argument("--pattern", default="*_cropland.tif", help="file pattern inside folders")
+    p.add_argument("--pattern", default=MAP_GLOB, help="file pattern inside folders")
     a = p.parse_args(argv)
     maps = collect_maps(a.inputs, a.year, a.pattern)
     out = Path(a.out)

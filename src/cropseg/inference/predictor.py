@@ -28,18 +28,18 @@ import threading
 import time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from cropseg.errors import UserError
+from cropseg.maps import OUTPUT_PATTERN, encode, encoding_tags, scene_year
 
-from .raster import (NODATA_OUT, PROB_SCALE, RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced,
-                     finish_output, open_raster, output_profile, plan_bands, to_uint8)
+from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced, finish_output, open_raster,
+                     output_profile, plan_bands)
 from .windows import WindowGrid, blend_weights, resolve_stride
 
 GDAL_CACHE_MB = 64
-YEAR_RE = re.compile(r"^(\d{4})(?:_|$)")
 LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")
 
 
@@ -408,7 +408,7 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
         tags = {
             "cropseg_version": cropseg.__version__, "model": model.description, "checkpoint": model.name,
             "bands": ",".join(model.bands), "band_sources": "; ".join(f"{k}={v}" for k, v in plan.describe().items()),
-            "threshold": threshold, "probability_scale": f"probability = DN / {PROB_SCALE}; {NODATA_OUT} = nodata",
+            "threshold": threshold, **encoding_tags(),
             "window": window, "stride": stride, "margin": grid.margin, "blending": settings.blending,
             "padding": settings.padding, "source": scene.name,
         }
@@ -435,7 +435,7 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
                 try:
                     run, skipped = predict_array_stream(
                         reader, grid, model.runner, weights, settings,
-                        lambda prob, ok, r0: writer.write(to_uint8(prob, ok, thr)), bar)
+                        lambda prob, ok, r0: writer.write(encode(prob, ok, thr)), bar)
                 finally:
                     writer.close()
                     if bar is not None:
@@ -507,17 +507,14 @@ def list_scenes(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(scenes))
 
 
-def output_path(scene: Path, output: str | Path, pattern: str = "{stem}_cropland.tif", single: bool = False) -> Path:
+def output_path(scene: Path, output: str | Path, pattern: str = OUTPUT_PATTERN, single: bool = False) -> Path:
     out = Path(output)
     if single and out.suffix.lower() in (".tif", ".tiff"):
         return out
     return out / pattern.format(stem=scene.stem, name=scene.name)
 
 
-def year_of(path: str | Path) -> int | None:
-    """The year in a ``{year}_{grid}.tif`` name, else None."""
-    m = YEAR_RE.match(Path(path).stem)
-    return int(m.group(1)) if m else None
+year_of = scene_year  # the year in a ``{year}_{grid}.tif`` name, else None
 
 
 def checkpoint_for(scene: Path, ckpt: str | None, models: Sequence[Mapping[str, Any]] | None) -> str:
@@ -570,7 +567,7 @@ def check_writable(folder: Path) -> None:
 
 def predict_many(scenes: Sequence[Path], output: str | Path, settings: PredictSettings, ckpt: str | None = None,
                  models: Sequence[Mapping[str, Any]] | None = None, overwrite: bool = False,
-                 pattern: str = "{stem}_cropland.tif", single_output: bool = False,
+                 pattern: str = OUTPUT_PATTERN, single_output: bool = False,
                  on_result: Callable[[SceneResult], None] | None = None) -> list[SceneResult]:
     """Predict every scene (already sharded); one bad scene is reported and skipped."""
     out = Path(output)

@@ -28,8 +28,7 @@ import numpy as np
 from cropseg.bands import BAND_ALIASES, DERIVED_BANDS, Normalization, canonical_band, ndvi
 from cropseg.errors import UserError
 
-PROB_SCALE = 200  # uint8 DN per unit probability
-NODATA_OUT = 255
+from cropseg.maps import NODATA as NODATA_OUT, PROB_SCALE  # noqa: F401 (the map encoding lives in cropseg.maps)
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 
 
@@ -266,17 +265,6 @@ def output_profile(src, class_band: bool, cog: bool = False, blocksize: int = 25
     if src.width < blocksize or src.height < blocksize:  # GDAL needs blocks of multiples of 16
         profile["blockxsize"] = profile["blockysize"] = max(16, min(blocksize, 16 * ((min(src.width, src.height) + 15) // 16)))
     return profile
-
-
-def to_uint8(prob: np.ndarray, valid: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Encode float probabilities (rows, W) as the output bands (1 or 2, rows, W) uint8."""
-    dn = np.rint(np.clip(prob, 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
-    dn[~valid] = NODATA_OUT
-    if threshold is None:
-        return dn[None]
-    cls = (prob >= threshold).astype(np.uint8)
-    cls[~valid] = NODATA_OUT
-    return np.stack([dn, cls])
 
 
 class MapWriter:
