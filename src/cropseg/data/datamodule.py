@@ -55,7 +55,8 @@ class PatchDataset(Dataset):
         image, label = self.load(i)
         x, y = torch.from_numpy(image), torch.from_numpy(label)
         if self.crop_size or self.augment_cfg:
-            g = torch.Generator().manual_seed(hash((self.seed, i, os.getpid(), self._calls)) & 0x7FFFFFFF)
+            # torch.initial_seed() differs per DataLoader worker yet is fixed by the run's seed: reproducible draws.
+            g = torch.Generator().manual_seed(hash((self.seed, torch.initial_seed(), i, self._calls)) & 0x7FFFFFFF)
             self._calls += 1
             if self.crop_size:
                 x, y = random_crop(x, y, self.crop_size, g)
@@ -127,7 +128,8 @@ class CroplandDataModule(pl.LightningDataModule):
                 raise UserError(f"data.{key}={list_file}: {len(missing)} listed patch(es) not found in {where}: "
                                 f"{head} (data.skip_missing=true skips them)")
             log.warning("data.%s: skipping %d missing patch(es): %s", key, len(missing), head)
-            names = [n for n in names if n not in set(missing)]
+            gone = set(missing)
+            names = [n for n in names if n not in gone]
         return names
 
     def _check(self, df, key: str) -> None:
@@ -163,7 +165,8 @@ class CroplandDataModule(pl.LightningDataModule):
         val = self._names(self.val_list, "val_list")
         if self.train_list is None:
             every = self.store.names if self.store is not None else list_patches(self.root)
-            everything = [n for n in every if n not in set(val)]
+            in_val = set(val)
+            everything = [n for n in every if n not in in_val]
             rng = np.random.default_rng(self.seed)
             if self.val_list is None:
                 rng.shuffle(everything)

@@ -76,7 +76,8 @@ def cells(cfg: Mapping[str, Any], dry_run: bool, key: str = "grid") -> list[Cell
             if missing:
                 raise UserError(f"{key}.ids: cell(s) {missing} are not in the generated grid "
                                 f"(size {cfg.get('size', 5)}°, |lat| ≤ {cfg.get('max_abs_lat', 60)})")
-            found = [c for c in found if c.id in set(ids)]
+            wanted = set(ids)
+            found = [c for c in found if c.id in wanted]
     elif source == "asset":
         fc = asset_cells(cfg)
         if ids is None:
