@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from cropseg.evaluate import main
 from cropseg.evaluation.demo import generate

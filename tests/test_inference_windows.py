@@ -11,7 +11,7 @@ from cropseg.bands import Normalization
 from cropseg.errors import UserError
 from cropseg.inference.predictor import ModelInfo, PredictSettings, Runner, predict_scene
 from cropseg.inference.raster import PROB_SCALE
-from cropseg.inference.windows import WindowGrid, blend_weights, resolve_stride, weights_1d, window_starts
+from cropseg.inference.windows import blend_weights, resolve_stride, weights_1d, window_starts
 
 BANDS = ["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"]
 

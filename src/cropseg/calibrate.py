@@ -131,7 +131,7 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
     hp = dict(raw["hyper_parameters"])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(ckpt_path, map_location=device)
+    model = load_model(raw, map_location=device)
     dm = _validation_data(hp, list(data_overrides or []), batch_size)
     total = len(dm.val_set) * int(hp["patch_size"]) ** 2
     c = cal.collect(model, dm.val_dataloader(), max_pixels=max_pixels, total_pixels=total, device=device)

@@ -17,7 +17,7 @@ import time
 
 import pandas as pd
 
-from cropseg.errors import UserError, report_user_errors
+from cropseg.errors import report_user_errors
 from cropseg.evaluation.maps import KINDS, MapSpec
 
 

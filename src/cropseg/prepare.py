@@ -239,6 +239,12 @@ _ROOT = {"root": Option(None, "folder of .h5 patches (or its parent holding data
          "list": Option(None, "list file of patch names to use (default: every patch in root)", "path"),
          "workers": Option(0, "processes (0: one)", "int")}
 
+
+def cmd_pack(o: dict) -> int:
+    from cropseg.data.store import run_pack
+
+    return run_pack(o)
+
 COMMANDS: dict[str, Command] = {
     "inspect": Command(cmd_inspect, "Show the features (names, types, lengths) of TFRecord files and the patch size they imply.", {
         "file": Option((), "TFRecord file(s), folder or glob", "list"),
@@ -287,7 +293,7 @@ COMMANDS: dict[str, Command] = {
         "seed": Option(0, "demo seed", "int"),
         "pad": Option(1, "extra rows/columns as Earth Engine exports (193 for 192)", "int"),
     }),
-    "pack": Command(lambda o: __import__("cropseg.data.store", fromlist=["run_pack"]).run_pack(o),
+    "pack": Command(cmd_pack,
                     "Pack H5 patches into a store of memory-mapped arrays for fast training (data=packed).", {
         "root": Option(None, "folder of .h5 patches", "path"),
         "out": Option(None, "store folder to create", "path"),

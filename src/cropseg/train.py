@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from pytorch_lightning import Callback as _Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from cropseg.config import CONFIG_DIR, datamodule_from_config, model_from_config, to_container
 from cropseg.errors import UserError
+from cropseg.models.callbacks import FreezeEncoder
+from cropseg.models.checkpoint import init_weights
 from cropseg.io import write_text_atomic
 
 log = logging.getLogger("cropseg.train")
@@ -59,66 +60,6 @@ def environment() -> dict[str, Any]:
         "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "command": [*prog, *sys.argv[1:]], "cwd": os.getcwd(), "host": platform.node(),
     }
-
-
-class FreezeEncoder(_Callback):
-    """Fine-tuning: keep the encoder's weights (and batch-norm statistics) fixed for the first ``epochs``.
-
-    The optimizer holds every parameter; frozen ones get no gradient, so Adam(W) leaves them
-    (and their weight decay) alone until they thaw.
-    """
-
-    def __init__(self, epochs: int) -> None:
-        self.epochs = int(epochs)
-
-    def _encoder(self, module: Any):
-        return getattr(getattr(module, "net", None), "encoder", None)
-
-    def _set(self, module: Any, frozen: bool) -> None:
-        enc = self._encoder(module)
-        if enc is None:
-            return
-        for p in enc.parameters():
-            p.requires_grad_(not frozen)
-
-    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
-        self._set(module, trainer.current_epoch < self.epochs)
-
-    def on_train_batch_start(self, trainer: Any, module: Any, batch, batch_idx: int) -> None:
-        enc = self._encoder(module)
-        if enc is not None and trainer.current_epoch < self.epochs:
-            enc.eval()  # Lightning puts the model back in train mode after each validation
-
-    def on_train_end(self, trainer: Any, module: Any) -> None:
-        self._set(module, False)
-
-
-def _bands_of(hp: dict[str, Any]) -> list[str]:
-    return list(hp.get("bands") or [])
-
-
-def init_weights(model, path: str | Path, data_bands: list[str]) -> None:
-    """Fine-tuning: start ``model`` from the weights of checkpoint ``path`` (same bands, same network)."""
-    from cropseg.models.checkpoint import read_checkpoint
-
-    ckpt = read_checkpoint(path)
-    hp = ckpt["hyper_parameters"]
-    if _bands_of(hp) != list(data_bands):
-        raise UserError(f"init_from={path}: the checkpoint's bands {_bands_of(hp)} differ from data.bands "
-                        f"{list(data_bands)}")
-    for key in ("arch", "encoder"):
-        if str(hp.get(key)) != str(model.hparams[key]):
-            raise UserError(f"init_from={path}: the checkpoint's model.{key}={hp.get(key)} differs from "
-                            f"model.{key}={model.hparams[key]} (set model.{key}={hp.get(key)})")
-    if hp.get("normalization", {}).get("min") != model.hparams.normalization["min"] or \
-            hp.get("normalization", {}).get("max") != model.hparams.normalization["max"]:
-        log.warning("init_from: the checkpoint was trained with another normalization than data.normalization")
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise UserError(f"init_from={path}: weights do not fit model={model.hparams.arch} "
-                        f"({str(err).splitlines()[0]})") from None
-    log.info("init_from: weights from %s", path)
 
 
 def _check_search_space(cfg: DictConfig) -> None:

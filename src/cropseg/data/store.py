@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cropseg.bands import Normalization
-from cropseg.errors import UserError, report_user_errors
+from cropseg.errors import UserError
 from cropseg.io import atomic_path, write_text_atomic
 
 from .datamodule import PatchDataset
@@ -407,18 +407,6 @@ def format_summary(s: dict) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-#: Options of ``cropseg prepare pack`` (name: (default, help)); cropseg.prepare declares the same.
-OPTIONS: dict[str, tuple[Any, str]] = {
-    "root": (None, "folder of {GridID}-{PointID}.h5 patches (required)"),
-    "out": (None, "store folder to create (required)"),
-    "list": (None, "only the patches named in these list file(s), comma-separated (default: every .h5 in root)"),
-    "bands": ((), "bands to store, in order (default: the first patch's bands)"),
-    "float32_bands": (DEFAULT_FLOAT32_BANDS, "bands stored as float32, not float16 ('all': every band; '': none)"),
-    "workers": (0, "processes (0: one per CPU)"),
-    "overwrite": (False, "rebuild a finished store of different input"),
-}
-
-
 def _as_list(v: Any) -> list[str]:
     if v is None:
         return []
@@ -428,7 +416,7 @@ def _as_list(v: Any) -> list[str]:
 
 
 def run_pack(o: dict) -> int:
-    """``cropseg prepare pack`` with parsed options (a dict of OPTIONS keys); prints the summary."""
+    """``cropseg prepare pack`` with its parsed options (declared in cropseg.prepare); prints the summary."""
     if not o.get("root"):
         raise UserError("prepare pack: root=DIR is required")
     if not o.get("out"):
@@ -440,38 +428,3 @@ def run_pack(o: dict) -> int:
                    overwrite=bool(o.get("overwrite")), progress=sys.stderr.isatty())
     print(format_summary(summary))
     return 0
-
-
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cropseg.data.store [pack] root=DIR out=STORE ...`` (same as ``cropseg prepare pack``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "pack":
-        argv = argv[1:]
-    if any(a in {"-h", "--help", "help"} for a in argv):
-        print("usage: cropseg prepare pack root=DIR out=STORE [key=value ...]\n\n"
-              "Build a packed training store (memory-mappable arrays + index) from H5 patches;\n"
-              "parallel, resumable (rerun after an interruption), atomic (manifest.json written last).\n\noptions:\n"
-              + "\n".join(f"  {k:<14} {h} (default: {d})" for k, (d, h) in OPTIONS.items()))
-        return 0
-    o: dict[str, Any] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("-").replace("-", "_")
-        if not sep:
-            raise UserError(f"prepare pack: argument {arg!r} is not key=value; see cropseg prepare pack --help")
-        if key not in OPTIONS:
-            raise UserError(f"prepare pack: unknown option {key!r}; known: {', '.join(OPTIONS)}")
-        o[key] = value
-    if "workers" in o:
-        try:
-            o["workers"] = int(o["workers"])
-        except ValueError:
-            raise UserError(f"prepare pack: workers={o['workers']!r} is not a valid int") from None
-    if "overwrite" in o:
-        o["overwrite"] = o["overwrite"].lower() in {"true", "1", "yes", "on"}
-    return run_pack(o)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -159,18 +159,23 @@ def area_timeseries(table: pd.DataFrame, path: str | Path, top: int = 10) -> Pat
     return save_figure(fig, path)
 
 
+def _draw_coded_rasters(ax, tifs: Sequence[Path], cmap) -> tuple[object, list]:
+    """Draw rasters of codes 0..3 (255 = nodata) side by side; returns their CRS and extents."""
+    crs, extents = None, []
+    for tif in tifs:
+        a, ext, crs = _decimated(tif)
+        extents.append(ext)
+        ax.imshow(np.ma.masked_equal(a, 255), cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4),
+                  extent=ext, interpolation="nearest")
+    return crs, extents
+
+
 def area_change_map(table: pd.DataFrame, change_tifs: Sequence[Path], regions, path: str | Path,
                     first: int, last: int) -> Path:
     """Left: pixel change first→last year (gain/loss); right: change in cropland fraction per region."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
-    crs = None
     cmap = ListedColormap(["#e6e6e6", "#78aa5a", "#1e5ac8", "#d23c28"])
-    extents = []
-    for tif in change_tifs:
-        a, ext, crs = _decimated(tif)
-        extents.append(ext)
-        ax1.imshow(np.ma.masked_equal(a, 255), cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4),
-                   extent=ext, interpolation="nearest")
+    crs, extents = _draw_coded_rasters(ax1, change_tifs, cmap)
     if regions is not None:
         _draw_zones(ax1, _regions_in(regions, crs), {}, edge="k", lw=1)
     _fit_extents(ax1, extents)
@@ -212,13 +217,7 @@ def agreement_figure(tifs: Sequence[Path], total: dict, path: str | Path, refere
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1.6, 1]})
     cmap = ListedColormap([np.array(COLORS[k][:3]) / 255 for k in range(4)])
-    crs = None
-    extents = []
-    for tif in tifs:
-        a, ext, crs = _decimated(tif)
-        extents.append(ext)
-        ax1.imshow(np.ma.masked_equal(a, 255), cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4),
-                   extent=ext, interpolation="nearest")
+    crs, extents = _draw_coded_rasters(ax1, tifs, cmap)
     _fit_extents(ax1, extents)
     ax1.set_aspect("equal")
     _axis_labels(ax1, crs)

@@ -1,8 +1,9 @@
-"""Callbacks that leave pictures in the run folder: validation previews and training curves."""
+"""Callbacks: pictures in the run folder (validation previews, training curves) and encoder freezing."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -52,3 +53,35 @@ class TrainingCurves(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._draw(trainer)
+
+
+class FreezeEncoder(pl.Callback):
+    """Fine-tuning: keep the encoder's weights (and batch-norm statistics) fixed for the first ``epochs``.
+
+    The optimizer holds every parameter; frozen ones get no gradient, so Adam(W) leaves them
+    (and their weight decay) alone until they thaw.
+    """
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = int(epochs)
+
+    def _encoder(self, module: Any):
+        return getattr(getattr(module, "net", None), "encoder", None)
+
+    def _set(self, module: Any, frozen: bool) -> None:
+        enc = self._encoder(module)
+        if enc is None:
+            return
+        for p in enc.parameters():
+            p.requires_grad_(not frozen)
+
+    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+        self._set(module, trainer.current_epoch < self.epochs)
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch, batch_idx: int) -> None:
+        enc = self._encoder(module)
+        if enc is not None and trainer.current_epoch < self.epochs:
+            enc.eval()  # Lightning puts the model back in train mode after each validation
+
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        self._set(module, False)
