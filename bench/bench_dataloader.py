@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SEED_DIR, machine, table  # noqa: E402
+from common import SEED_DIR, loader_throughput, machine, table  # noqa: E402
 
 from cropseg.bands import Normalization  # noqa: E402
 from cropseg.data.datamodule import CroplandDataModule  # noqa: E402
@@ -51,9 +51,7 @@ def ours_rate(root: Path, n: int, workers: int, augment: bool) -> float:
                             val_fraction=0.0, persistent_workers=False)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    t = time.perf_counter()
-    count = sum(batch["image"].shape[0] for batch in loader)
-    return count / (time.perf_counter() - t)
+    return loader_throughput(loader)
 
 
 def main() -> None:

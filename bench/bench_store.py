@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SEED_DIR, machine, table  # noqa: E402
+from common import SEED_DIR, loader_throughput, machine, table  # noqa: E402
 
 from cropseg.bands import DEFAULT_BANDS, Normalization  # noqa: E402
 from cropseg.data.datamodule import CroplandDataModule  # noqa: E402
@@ -50,13 +50,8 @@ def loader_rate(n: int, workers: int, mode: str, *, root: Path | None = None, st
     dm.setup("fit")
     loader = dm.train_dataloader()
     g = torch.Generator().manual_seed(0)
-    t = time.perf_counter()
-    count = 0
-    for batch in loader:
-        if mode == "batched":
-            augment(batch["image"], batch["mask"], cfg, g)
-        count += batch["image"].shape[0]
-    return count / (time.perf_counter() - t)
+    each = (lambda batch: augment(batch["image"], batch["mask"], cfg, g)) if mode == "batched" else None
+    return loader_throughput(loader, each)
 
 
 def main() -> None:
@@ -80,7 +75,8 @@ def main() -> None:
     n_patches = built["patches"]
     lines = [f"## packed store vs H5 patches ({time.strftime('%Y-%m-%d')})", "",
              f"Machine: {machine()}.", f"Data: {root} ({n_patches} patches, {size}x{size}x7), {a.samples} samples "
-             "per run, class-stratified sampler (oversample=1), batch 8, torch.set_num_threads(1).", "",
+             "per run, class-stratified sampler (oversample=1), batch 8, torch.set_num_threads(1); loaders timed "
+             "from their first batch (worker start-up excluded).", "",
              "Build: `cropseg prepare pack` (2 processes):", "", "```", format_summary(built), "```", ""]
     loader_rate(40, 0, "none", root=root)  # warm the page cache and imports
     rows = []

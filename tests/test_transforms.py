@@ -34,3 +34,32 @@ def test_random_crop_same_window():
     y = x[:1].clone()
     cx, cy = random_crop(x, y, 4, g)
     assert cx.shape == (2, 4, 4) and torch.equal(cx[:1], cy)
+
+
+def test_augment_never_writes_its_inputs_and_mixes_augmented_with_untouched_samples():
+    g = torch.Generator().manual_seed(3)
+    image, label = torch.rand(6, 2, 32, 32, generator=g), (torch.rand(6, 1, 32, 32, generator=g) > 0.5).float()
+    before = image.clone(), label.clone()
+    cfg = AugmentConfig(hflip=0.5, vflip=0.5, rot90=0.5, affine=0.5, gamma=0.5, blur=0.5)
+    out_img, out_lab = augment(image, label, cfg, g)
+    assert torch.equal(image, before[0]) and torch.equal(label, before[1])
+    changed = [not torch.equal(out_img[i], image[i]) for i in range(6)]
+    assert any(changed)
+    # hflip only, half the batch: the flipped samples are exact flips, the rest exact copies.
+    out_img, out_lab = augment(image, label, AugmentConfig(hflip=0.5, vflip=0, rot90=0, affine=0, gamma=0, blur=0), g)
+    for i in range(6):
+        flipped = torch.equal(out_img[i], image[i].flip(-1))
+        assert flipped or torch.equal(out_img[i], image[i])
+        assert torch.equal(out_lab[i], label[i].flip(-1) if flipped else label[i])
+
+
+def test_fast_blur_and_gamma_match_their_reference_definitions():
+    import torch.nn.functional as F
+
+    from cropseg.data.transforms import _box_blur3, _gamma
+
+    x = torch.rand(3, 4, 20, 24, generator=torch.Generator().manual_seed(0))
+    ref = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert torch.allclose(_box_blur3(x), ref, atol=1e-6)
+    gam = torch.tensor([0.7, 1.0, 1.5])
+    assert torch.allclose(_gamma(x, gam), x.pow(gam.view(-1, 1, 1, 1)), atol=1e-6)

@@ -82,13 +82,18 @@ class Normalization:
             if not hi > lo:
                 raise UserError(f"normalization: band {band!r} has max {hi} <= min {lo}")
 
-    def apply(self, data: np.ndarray, channel_axis: int = -1) -> np.ndarray:
-        """Scale ``data`` (any layout; ``channel_axis`` holds the bands) to float32."""
+    def apply(self, data: np.ndarray, channel_axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+        """Scale ``data`` (any layout; ``channel_axis`` holds the bands) to float32.
+
+        ``out`` (float32, may be ``data`` itself) receives the result: loaders that already hold a
+        fresh float32 buffer scale it in place instead of allocating one per patch.
+        """
         shape = [1] * data.ndim
         shape[channel_axis] = len(self.bands)
         lo = np.asarray(self.min, dtype=np.float32).reshape(shape)
         span = (np.asarray(self.max, dtype=np.float32) - np.asarray(self.min, dtype=np.float32)).reshape(shape)
-        out = (data.astype(np.float32, copy=False) - lo) / span
+        out = np.subtract(data, lo, out=out, dtype=np.float32)
+        np.divide(out, span, out=out)
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
         return out

@@ -252,7 +252,7 @@ class SceneReader:
                 vrt, band = self.aux[s[1]]
                 a = vrt.read(band, window=win, out_dtype="float32")
                 out[c] = np.where(np.isfinite(a), a, np.float32(self.fill))
-        return self.norm.apply(out, channel_axis=0), valid
+        return self.norm.apply(out, channel_axis=0, out=out), valid
 
 
 def output_profile(src, class_band: bool, cog: bool = False, blocksize: int = 256) -> dict[str, Any]:
