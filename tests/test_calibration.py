@@ -58,6 +58,14 @@ def test_calibrate_command_on_the_demo_model(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(UserError, match="metric='auc' is not known; choose one of: f1, iou"):
         from cropseg.calibrate import parse_args
         parse_args([f"ckpt={out}", "metric=auc"])
+    # Too few pixels of a class to fit a threshold on: refused in one line, nothing written.
+    scarce = tmp_path / "scarce.ckpt"
+    with pytest.raises(SystemExit) as e:
+        calibrate_main([f"ckpt={tiny_checkpoint}", f"out={scarce}", f"out_dir={tmp_path / 'scarce'}",
+                        "min_class_pixels=1000000000"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert "min_class_pixels=1000000000" in err and "cropland" in err and not scarce.exists()
 
 
 def test_finetune_from_checkpoint_with_frozen_encoder(tiny_checkpoint, tmp_path):

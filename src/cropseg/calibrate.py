@@ -11,6 +11,8 @@ Options (``key=value``):
   out_dir=DIR          report folder (default: ``<name>-calibration/`` next to ckpt)
   bins=15              reliability/ECE bins
   max_pixels=2000000   pixels sampled for temperature and ECE (the threshold uses all)
+  min_class_pixels=1000  refuse when validation has fewer cropland (or other) pixels than this:
+                       a threshold fitted on a handful of pixels does not generalize (0: allow)
   device=cpu|cuda|auto
   data.KEY=VALUE       change the checkpoint's data config (e.g. data.root=..., data.val_list=...)
 """
@@ -32,7 +34,7 @@ from cropseg.io import atomic_path, write_text_atomic
 log = logging.getLogger("cropseg.calibrate")
 
 DEFAULTS: dict[str, Any] = {"ckpt": None, "metric": "f1", "out": None, "out_dir": None, "bins": 15,
-                            "max_pixels": 2_000_000, "device": "cpu", "batch_size": None}
+                            "max_pixels": 2_000_000, "min_class_pixels": 1000, "device": "cpu", "batch_size": None}
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -55,7 +57,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     if str(opts["metric"]).lower() not in {"f1", "iou"}:
         raise UserError(f"metric={opts['metric']!r} is not known; choose one of: f1, iou")
     opts["metric"] = str(opts["metric"]).lower()
-    for key in ("bins", "max_pixels"):
+    for key in ("bins", "max_pixels", "min_class_pixels"):
         try:
             opts[key] = int(opts[key])
         except ValueError:
@@ -121,7 +123,8 @@ def reliability_figure(path: Path, before: dict, after: dict, ece_before: float,
 
 def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None = None,
               out_dir: str | Path | None = None, data_overrides: list[str] | None = None, bins: int = 15,
-              max_pixels: int = 2_000_000, device: str = "cpu", batch_size: int | None = None) -> dict[str, Any]:
+              max_pixels: int = 2_000_000, device: str = "cpu", batch_size: int | None = None,
+              min_class_pixels: int = 1000) -> dict[str, Any]:
     """Calibrate ``ckpt_path``; returns the report (also written as ``calibration.json``)."""
     from cropseg.models import calibration as cal
     from cropseg.models.checkpoint import load_model, read_checkpoint
@@ -137,6 +140,11 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
     c = cal.collect(model, dm.val_dataloader(), max_pixels=max_pixels, total_pixels=total, device=device)
     if c.pixels == 0 or c.targets.numel() == 0:
         raise UserError(f"{ckpt_path}: no valid validation pixels to calibrate on")
+    crop, other = int(c.pos_hist.sum()), int(c.neg_hist.sum())
+    if min(crop, other) < min_class_pixels:
+        raise UserError(f"{ckpt_path}: the validation set has {crop} cropland and {other} other pixels; "
+                        f"calibration needs min_class_pixels={min_class_pixels} of each (a threshold fitted on fewer "
+                        "does not generalize): give data.val_list=... with more of both, or min_class_pixels=0")
 
     old_t, old_thr = float(hp.get("temperature", 1.0)), float(hp.get("threshold", 0.5))
     temperature = cal.fit_temperature(c.logits, c.targets)
@@ -144,6 +152,11 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
     ece_before = cal.expected_calibration_error(p_before, c.targets, bins)
     ece_after = cal.expected_calibration_error(p_after, c.targets, bins)
     threshold, score = cal.best_threshold(c, metric, temperature)
+    warnings = []
+    if not 0.02 <= threshold <= 0.98:
+        warnings.append(f"the best threshold {threshold:.3f} labels almost every pixel "
+                        f"{'cropland' if threshold < 0.02 else 'non-cropland'}: the model separates the classes "
+                        "poorly on this validation set; check the model before predicting with it")
     report = {
         "checkpoint": str(ckpt_path), "validation_patches": len(dm.val_set), "validation_pixels": c.pixels,
         "sampled_pixels": int(c.targets.numel()), "cropland_fraction": float(c.targets.mean()),
@@ -153,7 +166,7 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
         f"{metric}_at_threshold": score,
         "ece_before": ece_before, "ece_after": ece_after,
         "nll_before": cal.nll(c.logits, c.targets, old_t), "nll_after": cal.nll(c.logits, c.targets, temperature),
-        "bins": bins,
+        "bins": bins, "warnings": warnings,
     }
     stem = ckpt_path.name[: -len(".ckpt")] if ckpt_path.name.endswith(".ckpt") else ckpt_path.name
     out = Path(out) if out else ckpt_path.with_name(f"{stem}-calibrated.ckpt")
@@ -177,7 +190,7 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
 def main(argv: list[str] | None = None) -> int:
     opts, data = parse_args(list(sys.argv[1:] if argv is None else argv))
     r = calibrate(opts["ckpt"], opts["metric"], opts["out"], opts["out_dir"], data, opts["bins"], opts["max_pixels"],
-                  opts["device"], opts["batch_size"])
+                  opts["device"], opts["batch_size"], opts["min_class_pixels"])
     m = r["metric"]
     print("\n".join([
         f"cropseg calibrate: {r['validation_patches']} validation patches, {r['validation_pixels']} pixels "
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{r[f'{m}_at_threshold_before']:.4f} -> {r[f'{m}_at_threshold']:.4f}",
         f"  calibrated checkpoint: {r['calibrated_checkpoint']}",
         f"  reliability diagram:   {r['reliability_png']}",
-    ]), flush=True)
+    ] + [f"  warning: {w}" for w in r["warnings"]]), flush=True)
     return 0
 
 
