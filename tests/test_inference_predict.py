@@ -196,3 +196,54 @@ def _has(name):
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def _as_c2_integers(src_path, dst_path, metadata_scales: bool = False):
+    """The float reflectance scene stored as a Collection-2 integer composite: DN and Dem metres as int32, no NDVI."""
+    from cropseg.bands import C2_SR_OFFSET, C2_SR_SCALE
+
+    with rasterio.open(src_path) as src:
+        data, prof, desc = src.read(), src.profile, src.descriptions
+    keep = [desc.index(b) for b in ("B", "G", "R", "NIR", "SWIR1", "Dem")]
+    out = np.zeros((len(keep), *data.shape[1:]), np.int32)
+    for k, i in enumerate(keep[:-1]):
+        out[k] = np.round((data[i] - C2_SR_OFFSET) / C2_SR_SCALE)
+    out[-1] = np.round(data[keep[-1]])
+    prof.update(count=len(keep), dtype="int32", nodata=None)
+    with rasterio.open(dst_path, "w", **prof) as dst:
+        dst.write(out)
+        for k, i in enumerate(keep, start=1):
+            dst.set_band_description(k, desc[i])
+        if metadata_scales:
+            dst.scales = [C2_SR_SCALE] * 5 + [1.0]
+            dst.offsets = [C2_SR_OFFSET] * 5 + [0.0]
+    return dst_path
+
+
+def test_collection2_integer_composites_predict_as_their_reflectances(tiny_checkpoint, tmp_path):
+    from cropseg.config import compose
+
+    floats = write_demo_scene(tmp_path / "f.tif", 120, 140, seed=7, bands=["B", "G", "R", "NIR", "SWIR1", "Dem"],
+                              nodata=False)
+    ints = _as_c2_integers(floats, tmp_path / "dn.tif")
+    tagged = _as_c2_integers(floats, tmp_path / "dn_tagged.tif", metadata_scales=True)
+    def run(scene, out, *extra):
+        return predict(compose("predict", [f"ckpt={tiny_checkpoint}", f"input={scene}", f"output={tmp_path / out}",
+                                           f"paths.output_dir={tmp_path}", *extra]))
+
+    ref = run(floats, "ref.tif")
+    dn = run(ints, "dn_out.tif", "predict=c2_dn")  # the preset, through real Hydra composition
+    meta = run(tagged, "m.tif")  # the raster's own GDAL scale/offset metadata, without any option
+    assert ref["done"] == dn["done"] == meta["done"] == 1
+    a = read(tmp_path / "ref.tif")[0][0].astype(int)
+    for out in ("dn_out.tif", "m.tif"):
+        b, _, tags, _ = read(tmp_path / out)
+        assert np.abs(a - b[0].astype(int)).max() <= 1  # DN quantization only
+        assert "band 1 * 2.75e-05 - 0.2" in tags["band_sources"] and tags["band_sources"].endswith("Dem=band 6")
+    # Without the scaling the same integers are nonsense reflectances: a different map.
+    raw = tmp_path / "raw.tif"
+    predict_scene(ints, raw, load_checkpoint_model(tiny_checkpoint, "cpu"), PredictSettings())
+    assert np.abs(a - read(raw)[0][0].astype(int)).max() > 10
+    with pytest.raises(Exception, match="band_scale.Foo: the model has no band 'Foo'"):
+        predict_scene(ints, tmp_path / "x.tif", load_checkpoint_model(tiny_checkpoint, "cpu"),
+                      PredictSettings(band_scale={"Foo": 2}))

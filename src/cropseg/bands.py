@@ -22,6 +22,9 @@ LABEL_BAND = "Cropland"
 #: The original workflow's per-band normalization range.
 DEFAULT_MIN: dict[str, float] = {"B": 0, "G": 0, "R": 0, "NIR": 0, "SWIR1": 0, "NDVI": -1, "Dem": -400}
 DEFAULT_MAX: dict[str, float] = {"B": 1, "G": 1, "R": 1, "NIR": 1, "SWIR1": 1, "NDVI": 1, "Dem": 2000}
+#: Landsat Collection 2 Level-2 surface reflectance from its stored integers: DN * scale + offset.
+C2_SR_SCALE = 0.0000275
+C2_SR_OFFSET = -0.2
 #: Bands that inference can compute from others when a raster lacks them.
 DERIVED_BANDS: dict[str, tuple[str, str]] = {"NDVI": ("NIR", "R")}
 #: Common alternative names of the same band in rasters (e.g. Landsat band descriptions).

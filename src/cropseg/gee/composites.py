@@ -12,12 +12,9 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from cropseg.bands import DEFAULT_BANDS, DERIVED_BANDS, LABEL_BAND
+from cropseg.bands import C2_SR_OFFSET, C2_SR_SCALE, DEFAULT_BANDS, DERIVED_BANDS, LABEL_BAND
 from cropseg.errors import UserError
 
-#: Collection 2 Level-2 surface-reflectance scaling (all Landsat sensors).
-SR_SCALE = 0.0000275
-SR_OFFSET = -0.2
 #: QA_PIXEL bit numbers (Collection 2).
 QA_BITS = {"fill": 0, "dilated": 1, "cirrus": 2, "cloud": 3, "shadow": 4, "snow": 5}
 #: Reflectance bands every sensor is harmonised to (cropseg names).
@@ -113,7 +110,7 @@ def qa_mask(image, s: Sensor, mask_cfg: Mapping[str, bool]):
 
 def prepare_image(image, s: Sensor, mask_cfg: Mapping[str, bool]):
     """One scene: scaled, masked, renamed to :data:`REFLECTANCE_BANDS`."""
-    sr = image.select(list(s.sr_bands), list(REFLECTANCE_BANDS)).multiply(SR_SCALE).add(SR_OFFSET)
+    sr = image.select(list(s.sr_bands), list(REFLECTANCE_BANDS)).multiply(C2_SR_SCALE).add(C2_SR_OFFSET)
     return sr.updateMask(qa_mask(image, s, mask_cfg)).copyProperties(image, ["system:time_start"])
 
 

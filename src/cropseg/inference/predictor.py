@@ -63,6 +63,8 @@ class PredictSettings:
     band_map: dict[str, Any] = field(default_factory=dict)
     extra_bands: dict[str, Any] = field(default_factory=dict)
     assume_order: bool = False
+    band_scale: dict[str, Any] = field(default_factory=dict)  # stored * scale + offset, by band name
+    band_offset: dict[str, Any] = field(default_factory=dict)
     skip_empty: bool = True
     progress: bool | None = None  # None: a bar when stderr is a terminal
 
@@ -399,7 +401,8 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
     # Every row is read once and written once: a small GDAL block cache keeps memory flat.
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024), open_raster(scene) as src:
         check_georeferenced(src, scene)
-        plan = plan_bands(src, scene, model.bands, settings.band_map, settings.extra_bands, settings.assume_order)
+        plan = plan_bands(src, scene, model.bands, settings.band_map, settings.extra_bands, settings.assume_order,
+                          settings.band_scale, settings.band_offset)
         window = int(settings.window or model.patch_size)
         stride = resolve_stride(window, settings.stride, settings.overlap if settings.stride is None else None)
         grid = WindowGrid.build(src.height, src.width, window, stride, settings.margin)

@@ -69,14 +69,23 @@ class BandPlan:
     sources: list[tuple]  # per model band: ("read", k) | ("derived", k1, k2) | ("const", v) | ("aux", j)
     aux: list[AuxBand] = field(default_factory=list)
     nodata: list[float | None] = field(default_factory=list)  # nodata value of each read band
+    scale: list[float] = field(default_factory=list)  # of each read band: value = stored * scale + offset
+    offset: list[float] = field(default_factory=list)
 
     def describe(self) -> dict[str, str]:
+        def scaled(k: int) -> str:
+            s, o = self.scale[k], self.offset[k]
+            return f"band {self.read[k]}" + ("" if (s, o) == (1.0, 0.0) else f" * {s:g} {'+' if o >= 0 else '-'} {abs(o):g}")
+
         out = {}
         for band, src in zip(self.bands, self.sources):
             if src[0] == "read":
-                out[band] = f"band {self.read[src[1]]}"
+                out[band] = scaled(src[1])
             elif src[0] == "derived":
-                out[band] = f"derived from bands {self.read[src[1]]},{self.read[src[2]]}"
+                ks = src[1:]
+                plain = all((self.scale[k], self.offset[k]) == (1.0, 0.0) for k in ks)
+                out[band] = ("derived from bands " + ",".join(str(self.read[k]) for k in ks) if plain
+                             else "derived from " + ", ".join(scaled(k) for k in ks))
             elif src[0] == "const":
                 out[band] = f"constant {src[1]}"
             else:
@@ -103,9 +112,27 @@ def _extra_source(band: str, spec: Any) -> tuple[str, Any]:
 
 
 def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[str, Any] | None = None,
-               extra_bands: Mapping[str, Any] | None = None, assume_order: bool = False) -> BandPlan:
-    """Map the checkpoint's ``bands`` onto the bands of the open raster ``src``."""
+               extra_bands: Mapping[str, Any] | None = None, assume_order: bool = False,
+               band_scale: Mapping[str, Any] | None = None, band_offset: Mapping[str, Any] | None = None) -> BandPlan:
+    """Map the checkpoint's ``bands`` onto the bands of the open raster ``src``.
+
+    Stored values become physical ones as ``stored * scale + offset``: ``band_scale`` /
+    ``band_offset`` by band name (e.g. Collection-2 integers), else the raster's own per-band
+    scale/offset metadata (GDAL's convention; 1 and 0 when absent).
+    """
     band_map = {k: v for k, v in (band_map or {}).items() if v is not None}
+    factors = {}
+    for key, given in (("band_scale", band_scale), ("band_offset", band_offset)):
+        given = {k: v for k, v in (given or {}).items() if v is not None}
+        usable = set(bands) | set(BAND_ALIASES) | {b for pair in DERIVED_BANDS.values() for b in pair}
+        for name, value in given.items():
+            if name not in usable:
+                raise UserError(f"{key}.{name}: the model has no band {name!r} (its bands: {list(bands)})")
+            try:
+                given[name] = float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{key}.{name}={value!r}: expected a number") from None
+        factors[key] = given
     extra_bands = {k: v for k, v in (extra_bands or {}).items() if v is not None}
     descriptions = list(src.descriptions or [None] * src.count)
     known = list(dict.fromkeys([*bands, *BAND_ALIASES, *(b for pair in DERIVED_BANDS.values() for b in pair)]))
@@ -137,19 +164,21 @@ def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[st
         return by_name.get(name)
 
     read: list[int] = []
+    read_names: list[str] = []
     sources: list[tuple] = []
     aux: list[AuxBand] = []
 
-    def slot(idx: int) -> int:
+    def slot(idx: int, name: str) -> int:
         if idx not in read:
             read.append(idx)
+            read_names.append(name)
         return read.index(idx)
 
     missing = []
     for band in bands:
         idx = lookup(band)
         if idx is not None:
-            sources.append(("read", slot(idx)))
+            sources.append(("read", slot(idx, band)))
             continue
         if band in extra_bands and extra_bands[band] is not None:
             kind, value = _extra_source(band, extra_bands[band])
@@ -162,7 +191,7 @@ def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[st
         if band in DERIVED_BANDS:
             parts = [lookup(b) for b in DERIVED_BANDS[band]]
             if all(p is not None for p in parts):
-                sources.append(("derived", slot(parts[0]), slot(parts[1])))
+                sources.append(("derived", *(slot(p, n) for p, n in zip(parts, DERIVED_BANDS[band]))))
                 continue
         missing.append(band)
         sources.append(("missing",))
@@ -171,7 +200,11 @@ def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[st
         raise UserError(f"{path}: band(s) {', '.join(missing)} needed by the model not found; the raster has "
                         f"{_band_list(descriptions)}{hint}")
     nodatavals = list(src.nodatavals or [None] * src.count)
-    return BandPlan(list(bands), read, sources, aux, [nodatavals[i - 1] for i in read])
+    scales, offsets = list(src.scales or [1.0] * src.count), list(src.offsets or [0.0] * src.count)
+    scale = [factors["band_scale"].get(n, scales[i - 1]) for i, n in zip(read, read_names)]
+    offset = [factors["band_offset"].get(n, offsets[i - 1]) for i, n in zip(read, read_names)]
+    return BandPlan(list(bands), read, sources, aux, [nodatavals[i - 1] for i in read],
+                    [float(v) for v in scale], [float(v) for v in offset])
 
 
 def _band_list(descriptions: Sequence[str | None]) -> str:
@@ -239,6 +272,10 @@ class SceneReader:
             if nd is not None and np.isfinite(nd):
                 valid[k] &= raw[k] != nd
         valid = valid.all(axis=0)
+        for k, (s, o) in enumerate(zip(self.plan.scale, self.plan.offset)):
+            if (s, o) != (1.0, 0.0):  # nodata was checked on the stored values, above
+                raw[k] *= np.float32(s)
+                raw[k] += np.float32(o)
         raw = np.where(valid[None], raw, np.float32(self.fill))
         out = np.empty((len(self.plan.bands), r1 - r0, self.width), np.float32)
         for c, s in enumerate(self.plan.sources):
