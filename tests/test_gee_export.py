@@ -13,6 +13,7 @@ from cropseg.gee import engine
 from cropseg.gee.cli import load_config, main
 from cropseg.gee.composites import composite, label_image, sensors_for_year
 from cropseg.gee.grid import generated_cells
+from cropseg.gee.samples import lattice_step
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +129,38 @@ def test_samples_dry_run_drive(tmp_path):
     assert (const(k["xRadius"]), const(k["yRadius"]), const(k["units"])) == (96, 96, "pixels")
     sr = calls(g, "Image.sampleRegions")[0]
     assert const(sr["scale"]) == 30 and const(sr["properties"]) == ["ID", "GridID"]
-    rp = calls(g, "FeatureCollection.randomPoints")[0]
+    # 50 points at least 20 km apart: a seeded random choice among the centres of a 20 km lattice.
+    sample = calls(g, "Image.sample")[0]
+    assert const(calls(sample["region"], "GeometryConstructors.Rectangle")[0]["coordinates"]) == [-130, 0, -125, 5]
+    transform = const(calls(sample["projection"], "Projection")[0]["transform"])
+    assert transform[0] == pytest.approx(lattice_step(0, 5, 20)[0]) and transform[4] == pytest.approx(-20 / 110.574)
+    assert const(calls(g, "Collection.randomColumn")[0]["seed"]) == 7 + 1234
+    assert const(calls(g, "Collection.limit")[0]["limit"]) == 50
+    # min_distance_km=0: Earth Engine's plain random points, as before
+    g0 = json.loads((_dry(tmp_path / "plain", "samples", "grid.ids=[1234]", "points.seed=7", "points.min_distance_km=0")
+                     / "samples" / "samples_2015_1234.graph.json").read_text())
+    rp = calls(g0, "FeatureCollection.randomPoints")[0]
     assert const(rp["points"]) == 50 and const(rp["seed"]) == 7 + 1234
     assert const(calls(rp["region"], "GeometryConstructors.Rectangle")[0]["coordinates"]) == [-130, 0, -125, 5]
     # the compact request graph is what Earth Engine receives: it holds the same calls
     assert "Image.neighborhoodToArray" in json.dumps(req["expression"])
     assert {const(a["id"]) for a in calls(g, "ImageCollection.load")} >= {"LANDSAT/LC08/C02/T1_L2"}
+
+
+@pytest.mark.parametrize("south,north", [(0, 5), (55, 60), (-60, -55), (-2.5, 2.5)])
+def test_lattice_points_are_at_least_the_minimum_distance_apart_on_the_ellipsoid(south, north):
+    import math
+
+    a, e2 = 6378.137, 0.00669438  # WGS84 (km)
+    dlon, dlat = lattice_step(south, north, 20)
+    for lat in (south, (south + north) / 2, north):  # neighbours along a parallel and along a meridian
+        phi = math.radians(lat)
+        w = math.sqrt(1 - e2 * math.sin(phi) ** 2)
+        assert a * math.cos(phi) / w * math.radians(dlon) >= 20 - 1e-9
+        assert a * (1 - e2) / w ** 3 * math.radians(dlat) >= 20 - 1e-9
+    # and not wastefully more than the minimum at the cell's poleward edge
+    phi = math.radians(max(abs(south), abs(north)))
+    assert a * math.cos(phi) / math.sqrt(1 - e2 * math.sin(phi) ** 2) * math.radians(dlon) < 20.1
 
 
 def test_samples_dry_run_gcs_and_asset_points(tmp_path):
@@ -178,6 +205,8 @@ def test_composites_dry_run(tmp_path):
     (["sensors.rules=[{from: null, to: null, sensors: [LX99]}]"], r"sensor 'LX99' is not known"),
     (["grid.source=asset"], r"grid.asset is required"),
     (["points.source=asset", "grid.ids=[1234]"], r"points.asset is required"),
+    (["points.min_distance_km=400", "grid.ids=[1234]"], r"points.per_cell=50 points at least "
+                                                         r"points.min_distance_km=400 apart do not fit in grid cell 1234"),
     (["label.asset=null", "grid.ids=[1234]"], r"label.asset is required"),
     (["samples.destination=gcs", "grid.ids=[1234]"], r"samples.bucket is required"),
 ])

@@ -1,7 +1,7 @@
 """Training samples: patches around points, sampled from composite + label as arrays.
 
 For each grid cell: the points (from an asset, or ``points.per_cell`` random points with a
-seed), each with properties ``ID`` and ``GridID``; the composite and label stacked and
+seed, at least ``points.min_distance_km`` apart), each with properties ``ID`` and ``GridID``; the composite and label stacked and
 turned into ``(2r+1)×(2r+1)`` arrays by ``neighborhoodToArray`` with a square kernel of
 radius ``r`` pixels; ``sampleRegions`` at the sampling scale (30 m). The TFRecord export
 keeps ``ID, GridID, <bands>, <label>`` — what ``cropseg prepare convert`` reads.
@@ -9,6 +9,8 @@ keeps ``ID, GridID, <bands>, <label>`` — what ``cropseg prepare convert`` read
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any, Mapping
 
 from cropseg.bands import LABEL_BAND
@@ -39,6 +41,38 @@ def check_kernel(radius: Any, patch_size: Any) -> int:
     return r
 
 
+#: km per degree of latitude at the equator (the fewest anywhere) and of longitude on the equator.
+_KM_PER_DEG_LAT, _KM_PER_DEG_LON = 110.574, 111.320
+
+
+def lattice_step(south: float, north: float, min_distance_km: float) -> tuple[float, float]:
+    """(lon, lat) degrees between lattice points that are >= ``min_distance_km`` apart anywhere
+    between latitudes ``south`` and ``north``: the longitude step is sized at the poleward edge,
+    where meridians are closest (on the ellipsoid a degree is never shorter than these values)."""
+    poleward = min(89.0, max(abs(south), abs(north)))
+    return (min_distance_km / (_KM_PER_DEG_LON * math.cos(math.radians(poleward))),
+            min_distance_km / _KM_PER_DEG_LAT)
+
+
+def spaced_points(cell: Cell, geom, n: int, min_distance_km: float, seed: int, max_abs_lat: float = 60.0):
+    """``n`` points of ``cell`` at least ``min_distance_km`` apart: a random subset of the centres of a
+    lattice with that spacing, its origin shifted at random (seeded) so cells and seeds differ."""
+    import ee
+
+    west, south, east, north = cell.bounds if cell.bounds is not None else (-180, -max_abs_lat, 180, max_abs_lat)
+    dlon, dlat = lattice_step(south, north, min_distance_km)
+    if cell.bounds is not None:
+        fit = int((east - west) // dlon) * int((north - south) // dlat)
+        if fit < n:
+            raise UserError(f"points.per_cell={n} points at least points.min_distance_km={min_distance_km:g} apart do "
+                            f"not fit in grid cell {cell.id} (about {fit} do); lower one of them")
+    rng = random.Random(seed)
+    # The lattice as a pixel grid: [x scale, shear, x origin, shear, y scale, y origin], in degrees.
+    proj = ee.Projection("EPSG:4326", [dlon, 0, rng.random() * dlon, 0, -dlat, rng.random() * dlat])
+    centres = ee.Image.pixelLonLat().sample(region=geom, projection=proj, geometries=True)
+    return centres.randomColumn("random", seed).sort("random").limit(n)
+
+
 def points(cell: Cell, cfg: Mapping[str, Any], grid_cfg: Mapping[str, Any]):
     """The sample points of ``cell`` with ``ID`` and ``GridID`` set."""
     import ee
@@ -51,9 +85,16 @@ def points(cell: Cell, cfg: Mapping[str, Any], grid_cfg: Mapping[str, Any]):
         if n < 1:
             raise UserError(f"points.per_cell={n} must be at least 1")
         seed = int(pts_cfg.get("seed", 0)) + cell.id  # per-cell seed: cells differ, reruns repeat
-        fc = ee.FeatureCollection.randomPoints(geom, n, seed, float(pts_cfg.get("max_error", 1)))
-        return fc.map(lambda f: ee.Feature(f).set(
-            {ID: ee.Number.parse(ee.Feature(f).get("system:index")), GRID_ID: cell.id}))
+        spacing = float(pts_cfg.get("min_distance_km") or 0)
+        if spacing < 0:
+            raise UserError(f"points.min_distance_km={spacing:g} must be >= 0 (0: no minimum)")
+        if spacing == 0:
+            fc = ee.FeatureCollection.randomPoints(geom, n, seed, float(pts_cfg.get("max_error", 1)))
+            return fc.map(lambda f: ee.Feature(f).set(
+                {ID: ee.Number.parse(ee.Feature(f).get("system:index")), GRID_ID: cell.id}))
+        chosen = spaced_points(cell, geom, n, spacing, seed, float(grid_cfg.get("max_abs_lat", 60))).toList(n)
+        return ee.FeatureCollection(ee.List.sequence(0, chosen.size().subtract(1)).map(
+            lambda i: ee.Feature(ee.Feature(chosen.get(i)).geometry(), {ID: i, GRID_ID: cell.id})))
     if source == "asset":
         if not pts_cfg.get("asset"):
             raise UserError("points.asset is required when points.source=asset (an Earth Engine FeatureCollection id)")
