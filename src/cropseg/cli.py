@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from cropseg.errors import report_user_errors
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cropseg.data.demo", "generate the demo dataset (H5 patches, lists)"),
     "train": ("cropseg.train", "train a model (Hydra; same as python -m cropseg.train)"),
@@ -32,6 +34,7 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:

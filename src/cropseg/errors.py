@@ -8,6 +8,7 @@ Programming errors are not caught here and keep their tracebacks.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable, TypeVar
 
@@ -21,7 +22,11 @@ class UserError(Exception):
 
 
 def report_user_errors(func: F) -> F:
-    """Turn a ``UserError`` escaping ``func`` into one line on stderr and exit status 2."""
+    """Turn a ``UserError`` escaping ``func`` into one line on stderr and exit status 2.
+
+    A reader that stops early (``cropseg info x.ckpt | head``) closes the pipe: that ends the
+    command quietly, as for any Unix tool, instead of with a traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -30,6 +35,10 @@ def report_user_errors(func: F) -> F:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
+        except BrokenPipeError:
+            # Python would flush stdout again at exit and fail once more: point it at /dev/null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what the shell reports for a tool killed by the closed pipe
 
     return wrapper  # type: ignore[return-value]
 
