@@ -40,16 +40,23 @@ class PatchDataset(Dataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Normalized (C, H, W) image and (1, H, W) label of patch ``i``, nodata → 0 / IGNORE."""
-        patch = read_patch(patch_path(self.root, self.names[i]))
+        patch = read_patch(patch_path(self.root, self.names[i]), with_attrs=self.file_bands is None)
         have = self.file_bands[i] if self.file_bands is not None else patch.bands
-        data = patch.data
-        if tuple(have) != self.bands:
-            data = data[..., [have.index(b) for b in self.bands]]
-        valid = np.isfinite(data).all(axis=2) & np.isfinite(patch.label[..., 0])
-        image = self.norm.apply(data, channel_axis=-1)
-        image[~valid] = 0.0
-        label = np.where(valid, patch.label[..., 0], IGNORE).astype(np.float32)
-        return np.ascontiguousarray(image.transpose(2, 0, 1)), label[None]
+        order = [have.index(b) for b in self.bands] if tuple(have) != self.bands else slice(None)
+        # Channels first before anything else: per-pixel work over 7 interleaved values is ~5x slower.
+        image = np.ascontiguousarray(patch.data.transpose(2, 0, 1)[order])
+        label = patch.label[..., 0][None]  # a fresh (1, H, W) float32 array, NaN on nodata
+        return self.finish(image, label, np.isfinite(label[0]))
+
+    def finish(self, image: np.ndarray, label: np.ndarray, label_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalize a raw float32 (C, H, W) ``image`` in place; pixels where a band or the label has
+        no data become 0 in the image and IGNORE in the float32 (1, H, W) ``label`` (also in place)."""
+        valid = np.isfinite(image).all(axis=0) & label_valid
+        self.norm.apply(image, channel_axis=0, out=image)
+        if not valid.all():
+            image[:, ~valid] = 0.0
+            label[0, ~valid] = IGNORE
+        return image, label
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, label = self.load(i)

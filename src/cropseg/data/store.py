@@ -181,13 +181,7 @@ class StoreDataset(PatchDataset):
             image[k:k + n].copy_(torch.from_numpy(a[arr][row, ch:ch + n]))
         image = image.numpy()
         label = np.array(a["label"][row], dtype=np.float32)  # nodata 255 == IGNORE
-        # As PatchDataset: valid = every selected band finite and the label finite.
-        valid = np.isfinite(image).all(axis=0) & (label[0] != LABEL_NODATA)
-        self.norm.apply(image, channel_axis=0, out=image)
-        if not valid.all():
-            image[:, ~valid] = 0.0
-            label[0, ~valid] = IGNORE
-        return image, label
+        return self.finish(image, label, label[0] != LABEL_NODATA)
 
 
 # --------------------------------------------------------------------------- packing
