@@ -27,8 +27,11 @@ from cropseg.models.module import SegmentationModule  # noqa: E402
 
 
 class _Timer(pl.Callback):
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.t0, self.t1, self.n = warmup, 0.0, 0.0, 0
+    """Times steps ``warmup`` .. ``total - 1``; synchronizes the GPU only at the ends, as the plain loop
+    does, so that the host may queue work ahead."""
+
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup, self.total, self.t0, self.t1, self.n = warmup, total, 0.0, 0.0, 0
 
     def on_train_batch_start(self, trainer, module, batch, idx):
         if idx == self.warmup:
@@ -39,7 +42,7 @@ class _Timer(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, idx):
         if idx >= self.warmup:
             self.n += batch["image"].shape[0]
-        if torch.cuda.is_available():
+        if idx == self.total - 1 and torch.cuda.is_available():
             torch.cuda.synchronize()
         self.t1 = time.perf_counter()
 
@@ -91,7 +94,7 @@ def main() -> None:
     plain = n / (time.perf_counter() - t0)
 
     # Lightning with cropseg's module: logging and torchmetrics included.
-    timer = _Timer(a.warmup)
+    timer = _Timer(a.warmup, a.steps + a.warmup)
     data = [batches[i % len(batches)] for i in range(a.steps + a.warmup)]
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False)
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, precision=a.precision, logger=False,
@@ -118,7 +121,7 @@ def _from_store(a, module: SegmentationModule) -> float:
                             patch_size=a.size, batch_size=a.batch, num_workers=a.workers, oversample=0.5,
                             epoch_length=(a.steps + a.warmup) * a.batch, augment=AugmentConfig(),
                             augment_on_device=True, val_fraction=0.0, pin_memory=torch.cuda.is_available())
-    timer = _Timer(a.warmup)
+    timer = _Timer(a.warmup, a.steps + a.warmup)
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, precision=a.precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)

@@ -51,3 +51,8 @@ def loader_throughput(loader, each=None) -> float:
             each(batch)
         count += batch["image"].shape[0]
     return count / (time.perf_counter() - t)
+
+
+def best_rate(fn, repeats: int) -> float:
+    """The highest of ``repeats`` rates: on a shared machine, slow runs measure the neighbours."""
+    return max(fn() for _ in range(max(1, repeats)))
