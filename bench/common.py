@@ -35,21 +35,16 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def loader_throughput(loader, each=None) -> float:
+def loader_throughput(loader) -> float:
     """Samples/s of a DataLoader from its first batch on: worker start-up (fork, imports, opening
-    files) is paid once per run, not per sample, so it would blur short runs. ``each(batch)``
-    runs on every batch (e.g. batched augmentation after the loader)."""
+    files) is paid once per run, not per sample, so it would blur short runs."""
     import time
 
     it = iter(loader)
-    first = next(it)
-    if each is not None:
-        each(first)
+    next(it)
     count, t = 0, time.perf_counter()
     for batch in it:
-        if each is not None:
-            each(batch)
-        count += batch["image"].shape[0]
+        count += len(batch["name"])
     return count / (time.perf_counter() - t)
 
 

@@ -41,8 +41,9 @@ def test_calibrate_command_on_the_demo_model(tiny_checkpoint, tmp_path, capsys):
     report = json.loads((tmp_path / "report" / "calibration.json").read_text())
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 10_000
     assert "ECE" in printed and str(out) in printed
-    # Calibration shows its effect: better-calibrated probabilities, a threshold at least as good.
-    assert report["ece_after"] < report["ece_before"] and report["nll_after"] <= report["nll_before"] + 1e-9
+    # Calibration shows its effect: a likelier temperature (what it fits; ECE need not fall for a
+    # model trained two steps, the synthetic test above checks it), a threshold at least as good.
+    assert report["nll_after"] < report["nll_before"] and 0 <= report["ece_after"] <= 1
     assert report["iou_at_threshold"] >= report["iou_at_threshold_before"] - 1e-9
     hp = read_checkpoint(out)["hyper_parameters"]
     assert hp["temperature"] == pytest.approx(report["temperature"]) and hp["temperature"] != 1.0

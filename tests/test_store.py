@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cropseg.bands import Normalization
-from cropseg.config import compose
+from cropseg.config import compose, datamodule_from_config, to_container
 from cropseg.data import store as store_mod
 from cropseg.data.datamodule import CroplandDataModule
 from cropseg.data.patches import write_list
@@ -86,6 +86,47 @@ def test_subset_of_bands_and_crops(demo_root, demo_store):
     c.setup("fit")
     batch = next(iter(c.train_dataloader()))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["mask"].shape == (4, 1, 32, 32)
+
+
+def test_workers_that_only_read_give_the_same_batches(demo_root, demo_store, tmp_path):
+    """data.augment_on_device: workers send stored float16/uint8 values, normalization and the
+    nodata mask run on the batch after transfer; batches are bit-identical to finished items."""
+    bands = ("Dem", "NIR", "B", "NDVI")  # reordered, float32 and float16 bands mixed
+    kw = dict(store=str(demo_store), patch_size=64, crop_size=48, batch_size=6, bands=bands,
+              normalization=Normalization.default(bands), epoch_length=36, seed=5,
+              train_list=str(write_list(tmp_path / "train.txt", ["900-0", "900-5", "900-9", "901-19"])),  # 2 with nodata
+              val_list=str(write_list(tmp_path / "val.txt", ["900-4", "901-14"])))
+    finished, raw = CroplandDataModule(**kw), CroplandDataModule(augment_on_device=True, **kw)
+    finished.setup("fit")
+    raw.setup("fit")
+    seen_nodata = False
+    for a, b in zip(finished.train_dataloader(), raw.train_dataloader(), strict=True):
+        assert b["image16"].dtype == torch.float16 and b["label8"].dtype == torch.uint8 and "image" not in b
+        assert b["image16"].shape == (6, 3, 48, 48) and b["image32"].shape == (6, 1, 48, 48)
+        b = raw.device_transforms(b, training=False)
+        assert set(b) == set(a) and a["name"] == b["name"]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        seen_nodata |= bool((a["mask"] == 255).any())
+    assert seen_nodata, "the demo patches have nodata: the mask path was exercised"
+    val = next(iter(raw.val_dataloader()))
+    assert val["image"].dtype == torch.float32, "validation items stay finished in the workers"
+
+
+def test_device_transforms_are_automatic_by_accelerator(demo_store, tmp_path):
+    """data.augment_on_device and data.pin_memory default to auto: on for a GPU trainer, off on the CPU."""
+    import pytorch_lightning as pl
+
+    cfg = to_container(compose("train", ["data=packed", f"data.store={demo_store}", "data.patch_size=64",
+                                        f"paths.output_dir={tmp_path}"]))
+    assert cfg["data"]["augment_on_device"] == "auto" and cfg["data"]["pin_memory"] == "auto"
+    dm = datamodule_from_config(cfg["data"])
+    dm.trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    dm.setup("fit")
+    assert dm.augment_on_device is False and dm.pin_memory is False and not dm.train_set.raw
+    assert next(iter(dm.train_dataloader()))["image"].dtype == torch.float32  # augmented in the workers
+    cfg["data"]["augment_on_device"] = "yes"
+    with pytest.raises(UserError, match=r"^data.augment_on_device='yes': expected true, false or auto$"):
+        datamodule_from_config(cfg["data"])
 
 
 @needs(SEED_DIR)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from cropseg.errors import UserError
+
+if TYPE_CHECKING:  # torch stays optional for band arithmetic
+    import torch
 
 #: The original workflow's feature bands, in file order.
 DEFAULT_BANDS: tuple[str, ...] = ("B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem")
@@ -100,6 +103,16 @@ class Normalization:
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
         return out
+
+    def apply_tensor_(self, x: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+        """``apply`` for a float32 torch tensor, in place, on its device: the same float32 operations,
+        so the result is bit-identical to ``apply`` (workers that only read leave this to the GPU)."""
+        shape = [1] * x.ndim
+        shape[channel_dim] = len(self.bands)
+        lo = np.asarray(self.min, dtype=np.float32)
+        span = np.asarray(self.max, dtype=np.float32) - lo
+        x.sub_(x.new_tensor(lo).reshape(shape)).div_(x.new_tensor(span).reshape(shape))
+        return x.clamp_(0.0, 1.0) if self.clip else x
 
     def select(self, bands: Sequence[str]) -> "Normalization":
         """The same scaling for a subset or reordering of bands."""

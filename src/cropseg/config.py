@@ -102,9 +102,9 @@ def datamodule_from_config(data: dict[str, Any], seed: int = 0):
         normalization=norm, patch_size=data.get("patch_size", 192), crop_size=data.get("crop_size"),
         batch_size=data.get("batch_size", 8), num_workers=data.get("num_workers", 0),
         oversample=data.get("oversample", 0.5), epoch_length=data.get("epoch_length"),
-        augment=AugmentConfig.from_config(data.get("augment")), augment_on_device=data.get("augment_on_device", False),
+        augment=AugmentConfig.from_config(data.get("augment")), augment_on_device=data.get("augment_on_device", "auto"),
         skip_missing=data.get("skip_missing", False), val_fraction=data.get("val_fraction", 0.2),
-        index_cache=data.get("index_cache"), seed=seed, pin_memory=data.get("pin_memory", False),
+        index_cache=data.get("index_cache"), seed=seed, pin_memory=data.get("pin_memory", "auto"),
     )
 
 

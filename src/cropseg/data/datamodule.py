@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.accelerators import CPUAccelerator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -21,6 +22,12 @@ from .sampler import StratifiedSampler
 from .transforms import IGNORE, AugmentConfig, augment, random_crop
 
 log = logging.getLogger(__name__)
+
+
+def _bool_or_auto(value: bool | str, key: str) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise UserError(f"{key}={value!r}: expected true, false or auto")
 
 
 class PatchDataset(Dataset):
@@ -58,13 +65,18 @@ class PatchDataset(Dataset):
             label[0, ~valid] = IGNORE
         return image, label
 
+    def generator(self, i: int) -> torch.Generator:
+        """The random draws (crop, augmentation) of this read of patch ``i``."""
+        # torch.initial_seed() differs per DataLoader worker yet is fixed by the run's seed: reproducible draws.
+        g = torch.Generator().manual_seed(hash((self.seed, torch.initial_seed(), i, self._calls)) & 0x7FFFFFFF)
+        self._calls += 1
+        return g
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, label = self.load(i)
         x, y = torch.from_numpy(image), torch.from_numpy(label)
         if self.crop_size or self.augment_cfg:
-            # torch.initial_seed() differs per DataLoader worker yet is fixed by the run's seed: reproducible draws.
-            g = torch.Generator().manual_seed(hash((self.seed, torch.initial_seed(), i, self._calls)) & 0x7FFFFFFF)
-            self._calls += 1
+            g = self.generator(i)
             if self.crop_size:
                 x, y = random_crop(x, y, self.crop_size, g)
             if self.augment_cfg:
@@ -91,12 +103,12 @@ class CroplandDataModule(pl.LightningDataModule):
         oversample: float = 0.5,
         epoch_length: int | None = None,
         augment: AugmentConfig | None = None,
-        augment_on_device: bool = False,
+        augment_on_device: bool | str = False,
         skip_missing: bool = False,
         val_fraction: float = 0.2,
         index_cache: str | None = None,
         seed: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = False,
         persistent_workers: bool = True,
         store: str | None = None,
     ) -> None:
@@ -112,10 +124,16 @@ class CroplandDataModule(pl.LightningDataModule):
         self.patch_size, self.crop_size = int(patch_size), crop_size
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.oversample, self.epoch_length = float(oversample), epoch_length
-        self.augment_cfg, self.augment_on_device = augment, augment_on_device
+        # "auto" (the configs' default): on the device / pinned when the trainer runs on a GPU, where
+        # batched transforms are nearly free and workers should only read; resolved in setup.
+        self._settings = {"augment_on_device": _bool_or_auto(augment_on_device, "data.augment_on_device"),
+                          "pin_memory": _bool_or_auto(pin_memory, "data.pin_memory")}
+        self.augment_cfg = augment
+        self.augment_on_device = self._settings["augment_on_device"] is True
         self.skip_missing, self.val_fraction = skip_missing, val_fraction
         self.index_cache, self.seed = index_cache, int(seed)
-        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.pin_memory = self._settings["pin_memory"] is True
+        self.persistent_workers = persistent_workers
         self.index: dict[str, Any] = {}
         self._gen = torch.Generator().manual_seed(self.seed)
 
@@ -161,6 +179,9 @@ class CroplandDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.index:
             return
+        on_gpu = self.trainer is not None and not isinstance(self.trainer.accelerator, CPUAccelerator)
+        self.augment_on_device = on_gpu if self._settings["augment_on_device"] == "auto" else self.augment_on_device
+        self.pin_memory = on_gpu if self._settings["pin_memory"] == "auto" else self.pin_memory
         if self.store_path is not None:
             from .store import PackedStore
 
@@ -197,7 +218,10 @@ class CroplandDataModule(pl.LightningDataModule):
         if self.store is not None:
             from .store import StoreDataset
 
-            self.train_set = StoreDataset(self.store, train, self.bands, self.norm, self.crop_size, on_worker, self.seed)
+            # Augmenting on the device, training workers only read: stored float16/uint8 values travel
+            # (half the bytes) and normalization happens batched in on_after_batch_transfer.
+            self.train_set = StoreDataset(self.store, train, self.bands, self.norm, self.crop_size, on_worker, self.seed,
+                                          raw=self.augment_on_device)
             self.val_set = StoreDataset(self.store, val, self.bands, self.norm)
             return
         self.train_set = PatchDataset(self.root, train, self.bands, self.norm,
@@ -236,7 +260,13 @@ class CroplandDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, shuffle=False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Batched augmentation on the device (``data.augment_on_device``): cheap on a GPU."""
-        if self.augment_on_device and self.augment_cfg and self.trainer is not None and self.trainer.training:
+        return self.device_transforms(batch, training=self.trainer is not None and self.trainer.training)
+
+    def device_transforms(self, batch: dict, training: bool) -> dict:
+        """What ``data.augment_on_device`` runs on a batch once it is on the device, cheap on a GPU:
+        finishing raw store batches (normalization, nodata mask), then batched augmentation."""
+        if "image16" in batch:
+            batch = self.train_set.finish_batch(batch)
+        if training and self.augment_on_device and self.augment_cfg:
             batch["image"], batch["mask"] = augment(batch["image"], batch["mask"], self.augment_cfg, self._gen)
         return batch

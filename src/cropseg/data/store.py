@@ -42,7 +42,7 @@ from cropseg.io import atomic_path, write_text_atomic
 from .datamodule import PatchDataset
 from .index import INDEX_COLUMNS, describe_arrays
 from .patches import list_patches, patch_path, read_list, read_patch
-from .transforms import IGNORE
+from .transforms import IGNORE, crop_window
 
 FORMAT = "cropseg-packed-store"
 VERSION = 1
@@ -159,18 +159,27 @@ class StoreDataset(PatchDataset):
     """
 
     def __init__(self, store: PackedStore, names: Sequence[str], bands: Sequence[str], normalization: Normalization,
-                 crop_size: int | None = None, augment_cfg=None, seed: int = 0) -> None:
+                 crop_size: int | None = None, augment_cfg=None, seed: int = 0, raw: bool = False) -> None:
         super().__init__(store.path, names, bands, normalization, None, crop_size, augment_cfg, seed)
         self.store = store
         self.rows = np.array([store.rows[n] for n in self.names], dtype=np.int64)
+        sources = store.band_source(self.bands)
         # Runs of consecutive channels of one array: (array, first channel, first output channel, count).
         self.runs: list[tuple[str, int, int, int]] = []
-        for k, (arr, ch) in enumerate(store.band_source(self.bands)):
+        for k, (arr, ch) in enumerate(sources):
             last = self.runs[-1] if self.runs else None
             if last and last[0] == arr and last[1] + last[3] == ch:
                 self.runs[-1] = (arr, last[1], last[2], last[3] + 1)
             else:
                 self.runs.append((arr, ch, k, 1))
+        # raw=True: items hold the stored values (no conversion, normalization or mask) and
+        # finish_batch completes whole batches after transfer; augmentation must then be batched too.
+        if raw and augment_cfg is not None:
+            raise ValueError("raw store items are augmented after finish_batch, not per item")
+        self.raw = raw
+        self.raw_channels = {arr: [ch for a, ch in sources if a == arr] for arr in ("image16", "image32")}
+        self.raw_positions = {arr: torch.tensor([k for k, (a, _) in enumerate(sources) if a == arr])
+                              for arr in ("image16", "image32")}
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         a = self.store.arrays
@@ -182,6 +191,46 @@ class StoreDataset(PatchDataset):
         image = image.numpy()
         label = np.array(a["label"][row], dtype=np.float32)  # nodata 255 == IGNORE
         return self.finish(image, label, label[0] != LABEL_NODATA)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not self.raw:
+            return super().__getitem__(i)
+        a, row = self.store.arrays, int(self.rows[i])
+        window = (slice(None), slice(None))
+        if self.crop_size:
+            window = crop_window(self.store.height, self.store.width, self.crop_size, self.generator(i)) or window
+        item: dict[str, Any] = {arr: torch.from_numpy(a[arr][row, self.raw_channels[arr]][(slice(None), *window)])
+                                for arr in ("image16", "image32")}
+        item["label8"] = torch.from_numpy(np.ascontiguousarray(a["label"][row][(slice(None), *window)]))
+        item = {k: v.contiguous() for k, v in item.items()}
+        item["name"] = self.names[i]
+        return item
+
+    def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch of raw items (on any device) → what a batch of finished items holds: float32
+        normalized ``image`` with 0 on nodata, float32 ``mask`` with IGNORE there. Bit-identical to
+        finishing each item in the worker (same float32 operations)."""
+        x16, x32, label = batch.pop("image16"), batch.pop("image32"), batch.pop("label8")
+        n, _, h, w = x16.shape
+        image = torch.empty((n, len(self.bands), h, w), dtype=torch.float32, device=x16.device)
+        for arr, x in (("image16", x16), ("image32", x32)):
+            pos = self.raw_positions[arr]
+            if not len(pos):
+                continue
+            if torch.equal(pos, torch.arange(int(pos[0]), int(pos[0]) + len(pos))):
+                image[:, int(pos[0]):int(pos[0]) + len(pos)].copy_(x)  # converts while copying
+            else:
+                image.index_copy_(1, pos.to(x.device), x.float())
+        # A sum over bands is NaN/inf exactly where a band is (barring float32 overflow of raw
+        # values > 1e37), at a seventh of the cost of isfinite().all(dim=1) on the CPU.
+        invalid = ~torch.isfinite(image.sum(dim=1, keepdim=True)) | (label == LABEL_NODATA)
+        self.norm.apply_tensor_(image, channel_dim=1)
+        mask = label.float()
+        if image.device.type != "cpu" or bool(invalid.any()):  # no host sync on a GPU
+            image.masked_fill_(invalid, 0.0)
+            mask.masked_fill_(invalid, IGNORE)
+        batch["image"], batch["mask"] = image, mask
+        return batch
 
 
 # --------------------------------------------------------------------------- packing

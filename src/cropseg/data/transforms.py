@@ -44,36 +44,42 @@ class AugmentConfig:
         return cls(**fields)
 
 
-def _coin(n: int, p: float, g: torch.Generator | None, device) -> torch.Tensor:
-    return torch.rand(n, generator=g, device="cpu").to(device) < p
+def _coin(n: int, p: float, g: torch.Generator | None) -> torch.Tensor:
+    """One draw per sample, on the CPU: deciding what to run never waits for the GPU."""
+    return torch.rand(n, generator=g) < p
 
 
 class _Batch:
     """The image and label being augmented. The caller's tensors are never written: the first
-    partial update clones, later ones write in place (one copy per batch, not one per transform)."""
+    partial update clones, later ones write in place (one copy per batch, not one per transform).
 
-    def __init__(self, image: torch.Tensor, label: torch.Tensor) -> None:
+    ``gather``: apply a transform to the selected samples at once through index gathers/scatters
+    (the default off the CPU) instead of one sample view at a time (cheaper on the CPU).
+    """
+
+    def __init__(self, image: torch.Tensor, label: torch.Tensor, gather: bool | None = None) -> None:
         self.image, self.label = image, label
         self._inputs = (image, label)
+        self.gather = image.device.type != "cpu" if gather is None else gather
 
     def apply(self, m: torch.Tensor, fn) -> None:
-        """``fn(image, label) -> (image, label)`` on the samples selected by ``m`` (a bool per sample);
-        ``fn`` returns the label it was given when it leaves labels alone."""
+        """``fn(image, label, samples) -> (image, label)`` on the samples selected by ``m`` (a CPU bool
+        per sample); ``samples`` are their positions in the batch (CPU), for per-sample parameters
+        drawn beforehand; ``fn`` returns the label it was given when it leaves labels alone."""
         if not bool(m.any()):
             return
-        if bool(m.all()):
-            self.image, self.label = fn(self.image, self.label)
-            return
         idx = m.nonzero().squeeze(1)
-        if self.image.device.type == "cpu":  # there whole-sample gathers/scatters cost more than a loop over views
-            for i in idx.tolist():
-                self._write(slice(i, i + 1), fn)
+        if bool(m.all()):
+            self.image, self.label = fn(self.image, self.label, idx)
+        elif self.gather:
+            self._write(idx.to(self.image.device), idx, fn)
         else:
-            self._write(idx, fn)
+            for i in idx.tolist():
+                self._write(slice(i, i + 1), torch.tensor([i]), fn)
 
-    def _write(self, where, fn) -> None:
+    def _write(self, where, samples: torch.Tensor, fn) -> None:
         lab_in = self.label[where]
-        image, label = fn(self.image[where], lab_in)
+        image, label = fn(self.image[where], lab_in, samples)
         if self.image is self._inputs[0]:
             self.image = self.image.clone()
         self.image[where] = image
@@ -84,7 +90,7 @@ class _Batch:
 
 
 def _flip(dim: int):
-    return lambda image, label: (image.flip(dim), label.flip(dim))
+    return lambda image, label, _: (image.flip(dim), label.flip(dim))
 
 
 def _gamma(t: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -102,15 +108,12 @@ def _box_blur3(t: torch.Tensor) -> torch.Tensor:
     return (h[..., :-2, :] + h[..., 1:-1, :] + h[..., 2:, :]).mul_(1.0 / 9.0)
 
 
-def _affine(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig,
-            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Small random rotation and scale of every sample; label pixels from outside the patch → IGNORE."""
-    k = image.shape[0]
-    angle = (torch.rand(k, generator=generator) * 2 - 1) * math.radians(cfg.max_rotation)
-    lo, hi = cfg.scale_range
-    scale = lo + torch.rand(k, generator=generator) * (hi - lo)
+def _affine(image: torch.Tensor, label: torch.Tensor, angle: torch.Tensor,
+            scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate by ``angle`` (radians) and zoom by ``scale``, per sample; label pixels from outside
+    the patch → IGNORE."""
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    zero = torch.zeros(k)
+    zero = torch.zeros_like(angle)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(image.device, image.dtype), list(image.shape), align_corners=False)
     image = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -121,33 +124,49 @@ def _affine(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig,
 
 
 def augment(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a batch; images are normalized to [0, 1] (gamma assumes it). Inputs are not modified."""
-    n, dev = image.shape[0], image.device
-    b = _Batch(image, label)
-    b.apply(_coin(n, cfg.hflip, generator, dev), _flip(-1))
-    b.apply(_coin(n, cfg.vflip, generator, dev), _flip(-2))
+            generator: torch.Generator | None = None, gather: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a batch; images are normalized to [0, 1] (gamma assumes it). Inputs are not modified.
+
+    Random draws come from ``generator`` on the CPU whatever the device, so a batch augments the
+    same on any device; ``gather`` is ``_Batch``'s (None: by device).
+    """
+    n = image.shape[0]
+    b = _Batch(image, label, gather)
+    b.apply(_coin(n, cfg.hflip, generator), _flip(-1))
+    b.apply(_coin(n, cfg.vflip, generator), _flip(-2))
     if image.shape[-1] == image.shape[-2]:
-        m = _coin(n, cfg.rot90, generator, dev)
+        m = _coin(n, cfg.rot90, generator)
         k = int(torch.randint(1, 4, (1,), generator=generator))
-        b.apply(m, lambda im, lb: (im.rot90(k, (-2, -1)), lb.rot90(k, (-2, -1))))
-    b.apply(_coin(n, cfg.affine, generator, dev), lambda im, lb: _affine(im, lb, cfg, generator))
-
-    def gamma(im: torch.Tensor, lb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = cfg.gamma_range
-        return _gamma(im, lo + torch.rand(im.shape[0], generator=generator) * (hi - lo)), lb
-
-    b.apply(_coin(n, cfg.gamma, generator, dev), gamma)
-    b.apply(_coin(n, cfg.blur, generator, dev), lambda im, lb: (_box_blur3(im), lb))
+        b.apply(m, lambda im, lb, _: (im.rot90(k, (-2, -1)), lb.rot90(k, (-2, -1))))
+    # Per-sample parameters are drawn for the whole batch first: the same draws however the
+    # selected samples are then processed (gathered on a GPU, one by one on the CPU).
+    m = _coin(n, cfg.affine, generator)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(cfg.max_rotation)
+    lo, hi = cfg.scale_range
+    scale = lo + torch.rand(n, generator=generator) * (hi - lo)
+    b.apply(m, lambda im, lb, i: _affine(im, lb, angle[i], scale[i]))
+    m = _coin(n, cfg.gamma, generator)
+    lo, hi = cfg.gamma_range
+    gammas = lo + torch.rand(n, generator=generator) * (hi - lo)
+    b.apply(m, lambda im, lb, i: (_gamma(im, gammas[i]), lb))
+    b.apply(_coin(n, cfg.blur, generator), lambda im, lb, _: (_box_blur3(im), lb))
     return b.image, b.label
+
+
+def crop_window(height: int, width: int, size: int,
+                generator: torch.Generator | None = None) -> tuple[slice, slice] | None:
+    """Rows and columns of a random ``size`` × ``size`` window (None: the patch is not larger)."""
+    if size >= height and size >= width:
+        return None
+    y = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    x = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return slice(y, y + size), slice(x, x + size)
 
 
 def random_crop(image: torch.Tensor, label: torch.Tensor, size: int,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random ``size`` × ``size`` window of a (C, H, W) image and its label."""
-    h, w = image.shape[-2:]
-    if size >= h and size >= w:
+    window = crop_window(image.shape[-2], image.shape[-1], size, generator)
+    if window is None:
         return image, label
-    y = int(torch.randint(0, h - size + 1, (1,), generator=generator))
-    x = int(torch.randint(0, w - size + 1, (1,), generator=generator))
-    return image[..., y:y + size, x:x + size], label[..., y:y + size, x:x + size]
+    return image[(..., *window)], label[(..., *window)]
