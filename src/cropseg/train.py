@@ -13,6 +13,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         env = environment()
         env.update(seed=plain["seed"], init_from=init_from, ckpt_path=ckpt_path)
         write_text_atomic(out / "environment.json", json.dumps(env, indent=2, default=str))
+    if not (out / "metrics.csv").exists():
+        # The run folder always holds .hydra/ already: the CSV logger's warning that "previous log files
+        # will be deleted" would print on every fresh run. It stays on where a metrics.csv is replaced.
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
 
     ckpt_cb = trainer.checkpoint_callback
