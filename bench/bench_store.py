@@ -1,6 +1,6 @@
 """Training DataLoader throughput: packed store vs per-patch H5 files vs the raw ceiling of the store.
 
-Run: python bench/bench_store.py [--root DIR] [--samples N] [--repeats N] [--out bench/results/store.md]
+Run: python bench/bench_store.py [--root DIR] [--samples N] [--repeats N] [--workers 0 2] [--out bench/results/store.md]
 Uses the real Earth Engine patches in ../shared/data/seed-c2-test when present, else the
 demo data; packs them into a temporary store first (and reports the build). Per-core
 numbers: torch.set_num_threads(1), the loader in the main process (num_workers=0); then
@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=SEED_DIR / "data" if SEED_DIR.exists() else None)
     p.add_argument("--samples", type=int, default=400)
     p.add_argument("--repeats", type=int, default=2, help="best of N runs per cell")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers per row (0: main process)")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     a = p.parse_args()
     import torch
@@ -97,7 +98,7 @@ def main() -> None:
              "Build: `cropseg prepare pack` (2 processes):", "", "```", format_summary(built), "```", ""]
     loader_rate(40, 0, "none", root=root)  # warm the page cache and imports
     rows = []
-    for workers in (0, 2):
+    for workers in a.workers:
         cores = max(1, workers)
         ceiling = best_rate(lambda: raw_store_rate(store, a.samples), a.repeats)  # one process
         h5_aug = best_rate(lambda: loader_rate(a.samples, workers, "loader", root=root, size=size), a.repeats)
@@ -112,11 +113,11 @@ def main() -> None:
                         "store + aug in loader", "store, loader only reads", "store/H5 (+aug)", "store/H5 (no aug)"],
                        rows))
     ms = min(device_transform_ms(store) for _ in range(a.repeats))
-    lines += ["", "Samples/s. Ceiling for 2 workers = one process's rate x 2. \"store, loader only reads\" is "
+    lines += ["", "Samples/s. Ceiling for N workers = one process's rate x N. \"store, loader only reads\" is "
               "data.augment_on_device=true: workers send stored float16/uint8 values, and normalization, nodata "
               f"mask and augmentation run on whole batches after transfer (on this CPU, one thread: {ms:.2f} ms per "
               "sample; on a GPU a few kernels). Command: "
-              f"`python bench/bench_store.py --samples {a.samples} --repeats {a.repeats}`"]
+              f"`python bench/bench_store.py --samples {a.samples} --repeats {a.repeats} --workers {' '.join(map(str, a.workers))}`"]
     text = "\n".join(lines)
     print(text)
     if a.out:
