@@ -42,7 +42,7 @@ from cropseg.io import atomic_path, write_text_atomic
 from .datamodule import PatchDataset
 from .index import INDEX_COLUMNS, describe_arrays
 from .patches import list_patches, patch_path, read_list, read_patch
-from .transforms import IGNORE, crop_window
+from .transforms import IGNORE, AugmentConfig, crop_window
 
 FORMAT = "cropseg-packed-store"
 VERSION = 1
@@ -156,10 +156,13 @@ class StoreDataset(PatchDataset):
     """Patches of one split read from a packed store; yields exactly what ``PatchDataset`` yields.
 
     Cropping and augmentation are PatchDataset's (shared ``__getitem__``); only ``load`` differs.
+    With ``raw=True`` (training with augmentation on the device) items are the stored values
+    instead, and ``finish_batch`` turns a transferred batch of them into finished items' batch.
     """
 
     def __init__(self, store: PackedStore, names: Sequence[str], bands: Sequence[str], normalization: Normalization,
-                 crop_size: int | None = None, augment_cfg=None, seed: int = 0, raw: bool = False) -> None:
+                 crop_size: int | None = None, augment_cfg: AugmentConfig | None = None, seed: int = 0,
+                 raw: bool = False) -> None:
         super().__init__(store.path, names, bands, normalization, None, crop_size, augment_cfg, seed)
         self.store = store
         self.rows = np.array([store.rows[n] for n in self.names], dtype=np.int64)
