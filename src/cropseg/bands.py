@@ -94,10 +94,7 @@ class Normalization:
         ``out`` (float32, may be ``data`` itself) receives the result: loaders that already hold a
         fresh float32 buffer scale it in place instead of allocating one per patch.
         """
-        shape = [1] * data.ndim
-        shape[channel_axis] = len(self.bands)
-        lo = np.asarray(self.min, dtype=np.float32).reshape(shape)
-        span = (np.asarray(self.max, dtype=np.float32) - np.asarray(self.min, dtype=np.float32)).reshape(shape)
+        lo, span = self._offset_span(data.ndim, channel_axis)
         out = np.subtract(data, lo, out=out, dtype=np.float32)
         np.divide(out, span, out=out)
         if self.clip:
@@ -107,12 +104,16 @@ class Normalization:
     def apply_tensor_(self, x: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
         """``apply`` for a float32 torch tensor, in place, on its device: the same float32 operations,
         so the result is bit-identical to ``apply`` (workers that only read leave this to the GPU)."""
-        shape = [1] * x.ndim
-        shape[channel_dim] = len(self.bands)
-        lo = np.asarray(self.min, dtype=np.float32)
-        span = np.asarray(self.max, dtype=np.float32) - lo
-        x.sub_(x.new_tensor(lo).reshape(shape)).div_(x.new_tensor(span).reshape(shape))
+        lo, span = self._offset_span(x.ndim, channel_dim)
+        x.sub_(x.new_tensor(lo)).div_(x.new_tensor(span))
         return x.clamp_(0.0, 1.0) if self.clip else x
+
+    def _offset_span(self, ndim: int, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``min`` and ``max - min``, shaped to broadcast along ``channel_axis`` of ``ndim`` axes."""
+        shape = [1] * ndim
+        shape[channel_axis] = len(self.bands)
+        lo = np.asarray(self.min, dtype=np.float32)
+        return lo.reshape(shape), (np.asarray(self.max, dtype=np.float32) - lo).reshape(shape)
 
     def select(self, bands: Sequence[str]) -> "Normalization":
         """The same scaling for a subset or reordering of bands."""

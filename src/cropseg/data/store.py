@@ -180,9 +180,17 @@ class StoreDataset(PatchDataset):
         if raw and augment_cfg is not None:
             raise ValueError("raw store items are augmented after finish_batch, not per item")
         self.raw = raw
-        self.raw_channels = {arr: [ch for a, ch in sources if a == arr] for arr in ("image16", "image32")}
-        self.raw_positions = {arr: torch.tensor([k for k, (a, _) in enumerate(sources) if a == arr])
-                              for arr in ("image16", "image32")}
+        # Per array: its channels to read, and where they go in the finished image (a slice when
+        # they stay consecutive, the usual case, else an index for index_copy_).
+        self.raw_channels: dict[str, list[int]] = {}
+        self.raw_targets: dict[str, slice | torch.Tensor] = {}
+        for arr in ("image16", "image32"):
+            self.raw_channels[arr] = [ch for a, ch in sources if a == arr]
+            pos = [k for k, (a, _) in enumerate(sources) if a == arr]
+            if pos and pos == list(range(pos[0], pos[0] + len(pos))):
+                self.raw_targets[arr] = slice(pos[0], pos[0] + len(pos))
+            else:
+                self.raw_targets[arr] = torch.tensor(pos, dtype=torch.long)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         a = self.store.arrays
@@ -202,10 +210,10 @@ class StoreDataset(PatchDataset):
         window = (slice(None), slice(None))
         if self.crop_size:
             window = crop_window(self.store.height, self.store.width, self.crop_size, self.generator(i)) or window
-        item: dict[str, Any] = {arr: torch.from_numpy(a[arr][row, self.raw_channels[arr]][(slice(None), *window)])
+        # Crop the memory-mapped view first: one copy per array, of the window's pixels only.
+        item: dict[str, Any] = {arr: torch.from_numpy(a[arr][row][(slice(None), *window)][self.raw_channels[arr]])
                                 for arr in ("image16", "image32")}
         item["label8"] = torch.from_numpy(np.ascontiguousarray(a["label"][row][(slice(None), *window)]))
-        item = {k: v.contiguous() for k, v in item.items()}
         item["name"] = self.names[i]
         return item
 
@@ -217,13 +225,11 @@ class StoreDataset(PatchDataset):
         n, _, h, w = x16.shape
         image = torch.empty((n, len(self.bands), h, w), dtype=torch.float32, device=x16.device)
         for arr, x in (("image16", x16), ("image32", x32)):
-            pos = self.raw_positions[arr]
-            if not len(pos):
-                continue
-            if torch.equal(pos, torch.arange(int(pos[0]), int(pos[0]) + len(pos))):
-                image[:, int(pos[0]):int(pos[0]) + len(pos)].copy_(x)  # converts while copying
-            else:
-                image.index_copy_(1, pos.to(x.device), x.float())
+            target = self.raw_targets[arr]
+            if isinstance(target, slice):
+                image[:, target].copy_(x)  # converts while copying
+            elif len(target):
+                image.index_copy_(1, target.to(x.device), x.float())
         # A sum over bands is NaN/inf exactly where a band is (barring float32 overflow of raw
         # values > 1e37), at a seventh of the cost of isfinite().all(dim=1) on the CPU.
         invalid = ~torch.isfinite(image.sum(dim=1, keepdim=True)) | (label == LABEL_NODATA)
