@@ -27,3 +27,19 @@ def test_a_closed_pipe_ends_quietly_and_a_bad_command_in_one_line(tiny_checkpoin
     assert res.returncode == 141 and res.stderr == ""
     res = subprocess.run([*CROPSEG, "info", "nope.ckpt"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "nope.ckpt" in res.stderr
+
+
+def test_ctrl_c_ends_a_command_in_one_line(capsys):
+    import pytest
+
+    from cropseg.errors import report_user_errors
+
+    @report_user_errors
+    def long_job():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        long_job()
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted:") and len(err.strip().splitlines()) == 1

@@ -22,7 +22,8 @@ class UserError(Exception):
 
 
 def report_user_errors(func: F) -> F:
-    """Turn a ``UserError`` escaping ``func`` into one line on stderr and exit status 2.
+    """Turn a ``UserError`` escaping ``func`` into one line on stderr and exit status 2, and Ctrl-C
+    into one line and status 130.
 
     A reader that stops early (``cropseg info x.ckpt | head``) closes the pipe: that ends the
     command quietly, as for any Unix tool, instead of with a traceback.
@@ -35,6 +36,10 @@ def report_user_errors(func: F) -> F:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            # Ctrl-C is the user's choice, not a bug: no traceback. Outputs are atomic and reruns resume.
+            print("interrupted: finished work is kept; rerun the same command to go on", file=sys.stderr, flush=True)
+            sys.exit(130)  # 128 + SIGINT, as the shell reports it
         except BrokenPipeError:
             # Python would flush stdout again at exit and fail once more: point it at /dev/null.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
