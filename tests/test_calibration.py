@@ -9,7 +9,7 @@ from cropseg.calibrate import main as calibrate_main
 from cropseg.config import compose
 from cropseg.errors import UserError
 from cropseg.models import calibration as cal
-from cropseg.models.checkpoint import load_model, read_checkpoint
+from cropseg.models.checkpoint import load_cropland_model, read_checkpoint
 from cropseg.train import train
 
 from conftest import tiny_demo_overrides
@@ -48,11 +48,12 @@ def test_calibrate_command_on_the_demo_model(tiny_checkpoint, tmp_path, capsys):
     hp = read_checkpoint(out)["hyper_parameters"]
     assert hp["temperature"] == pytest.approx(report["temperature"]) and hp["temperature"] != 1.0
     assert hp["threshold"] == pytest.approx(report["threshold"])
-    model = load_model(out)  # what prediction loads: threshold and temperature come with it
-    assert model.threshold == pytest.approx(report["threshold"])
+    model, card = load_cropland_model(out)  # what prediction loads: threshold and temperature come with it
+    assert card.threshold == pytest.approx(report["threshold"])
     x = torch.rand(1, 7, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(model.predict_proba(x), torch.sigmoid(model(x) / report["temperature"]))
+        logits = model.net(model.network_input(x)[0])
+        assert torch.allclose(model(x), torch.sigmoid(logits / report["temperature"]))
     with pytest.raises(SystemExit) as e:
         calibrate_main([f"ckpt={tmp_path / 'nope.ckpt'}"])
     assert e.value.code == 2 and "checkpoint not found" in capsys.readouterr().err

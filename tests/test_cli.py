@@ -12,7 +12,9 @@ def test_info_describes_the_checkpoint(tiny_checkpoint):
     res = subprocess.run([*CROPSEG, "info", str(tiny_checkpoint)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
-    assert info["bands"] == ["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"] and "normalization" in info
+    spec = info["input_spec"]
+    assert spec["bands"] == ["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"] and "normalization" in spec
+    assert info["cropseg"]["format"] == 2
 
 
 def test_a_closed_pipe_ends_quietly_and_a_bad_command_in_one_line(tiny_checkpoint):

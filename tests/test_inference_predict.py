@@ -12,6 +12,7 @@ from conftest import LANDSAT5, needs
 from cropseg.data.demo_scene import write_demo_scene
 from cropseg.inference.predictor import (PredictSettings, checkpoint_for, list_scenes, load_checkpoint_model,
                                          predict_scene, shard, shard_info, year_of)
+from cropseg.errors import UserError
 from cropseg.inference.raster import PROB_SCALE
 from cropseg.predict import predict
 
@@ -63,8 +64,7 @@ def test_constant_scene_gives_constant_map(model, tmp_path):
         for i, b in enumerate(["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"], start=1):
             dst.set_band_description(i, b)
     # One window of constant input: a CNN's own output varies a little (its zero-padded borders).
-    norm = model.normalization.apply(np.ascontiguousarray(data[:, :64, :64]), channel_axis=0)[None]
-    single = model.runner(norm)[0]
+    single = model.runner(np.ascontiguousarray(data[None, :, :64, :64]))[0]
     grad = max(np.abs(np.diff(single, axis=0)).max(), np.abs(np.diff(single, axis=1)).max())
     tol = 1.0 / PROB_SCALE
     for blending in ("mean", "cosine"):
@@ -240,10 +240,17 @@ def test_collection2_integer_composites_predict_as_their_reflectances(tiny_check
         b, _, tags, _ = read(tmp_path / out)
         assert np.abs(a - b[0].astype(int)).max() <= 1  # DN quantization only
         assert "band 1 * 2.75e-05 - 0.2" in tags["band_sources"] and tags["band_sources"].endswith("Dem=band 6")
-    # Without the scaling the same integers are nonsense reflectances: a different map.
+    # Without the scaling the same integers are not reflectance: the scene stops, naming the preset ...
     raw = tmp_path / "raw.tif"
-    predict_scene(ints, raw, load_checkpoint_model(tiny_checkpoint, "cpu"), PredictSettings())
+    model = load_checkpoint_model(tiny_checkpoint, "cpu")
+    with pytest.raises(UserError, match="look like Landsat Collection-2 Level-2 integers.*predict=c2_dn"):
+        predict_scene(ints, raw, model, PredictSettings())
+    assert not raw.exists()
+    # ... and forced through, they make a different map; reflectance given the preset is scaled twice.
+    predict_scene(ints, raw, model, PredictSettings(check_units=False))
     assert np.abs(a - read(raw)[0][0].astype(int)).max() > 10
+    twice = run(floats, "twice.tif", "predict=c2_dn")
+    assert twice["failed"] == 1 and "scaled twice" in twice["results"][0]["message"]
     with pytest.raises(Exception, match="band_scale.Foo: the model has no band 'Foo'"):
         predict_scene(ints, tmp_path / "x.tif", load_checkpoint_model(tiny_checkpoint, "cpu"),
                       PredictSettings(band_scale={"Foo": 2}))

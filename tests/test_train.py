@@ -10,7 +10,7 @@ import torch
 from cropseg.config import CONFIG_DIR, compose
 from cropseg.data.patches import write_list, write_patch
 from cropseg.errors import UserError
-from cropseg.models.checkpoint import load_model, read_checkpoint
+from cropseg.models.checkpoint import load_cropland_model, read_checkpoint
 from cropseg.train import train
 
 from conftest import SEED_DIR, TINY, needs, tiny_demo_overrides, tiny_overrides
@@ -20,11 +20,11 @@ MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_config_builds_and_runs_on_7_bands(model, tmp_path):
-    from cropseg.bands import Normalization
     from cropseg.config import model_from_config, to_container
+    from cropseg.models.preprocess import InputSpec
 
     cfg = to_container(compose("train", [f"model={model}", "model.encoder=resnet18", f"paths.output_dir={tmp_path}"]))
-    m = model_from_config(cfg, Normalization.default()).eval()
+    m = model_from_config(cfg, InputSpec.build(cfg["data"]["bands"])).eval()
     with torch.no_grad():
         out = m(torch.rand(1, 7, 192, 192))
     assert out.shape == (1, 1, 192, 192)
@@ -33,15 +33,15 @@ def test_every_model_config_builds_and_runs_on_7_bands(model, tmp_path):
 def test_checkpoint_is_self_describing(tiny_checkpoint):
     ckpt = read_checkpoint(tiny_checkpoint)
     hp = ckpt["hyper_parameters"]
-    assert hp["bands"] == ["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"]
-    assert hp["normalization"]["min"] == [0, 0, 0, 0, 0, -1, -400]
+    assert hp["input_spec"]["bands"] == ["B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem"]
+    assert hp["input_spec"]["normalization"]["min"] == [0, 0, 0, 0, 0, -1, -400]
     assert hp["patch_size"] == 64 and hp["arch"] == "unet" and hp["threshold"] == 0.5
     assert hp["train_config"]["data"]["root"].endswith("data/demo/data")
     # No config file needed: the model comes back from the checkpoint alone and predicts.
-    model = load_model(tiny_checkpoint)
+    model, card = load_cropland_model(tiny_checkpoint)
     with torch.no_grad():
-        p = model.predict_proba(torch.rand(2, 7, 64, 64))
-    assert p.shape == (2, 1, 64, 64) and float(p.min()) >= 0 and float(p.max()) <= 1
+        p = model(torch.rand(2, 7, 64, 64))
+    assert p.shape == (2, 1, 64, 64) and float(p.min()) >= 0 and float(p.max()) <= 1 and card.patch_size == 64
 
 
 def test_run_folder_has_logs_checkpoints_and_pictures(tiny_checkpoint):
@@ -144,5 +144,6 @@ def test_real_earth_engine_patches_train_with_overrides_only(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     ckpts = list((tmp_path / "logs").rglob("last.ckpt"))
     assert len(ckpts) == 1
-    model = load_model(ckpts[0])
-    assert model.hparams.patch_size == 192 and model.hparams.train_config["data"]["root"].endswith("seed-c2-test/data")
+    model, card = load_cropland_model(ckpts[0])
+    hp = read_checkpoint(ckpts[0])["hyper_parameters"]
+    assert card.patch_size == 192 and hp["train_config"]["data"]["root"].endswith("seed-c2-test/data")

@@ -7,16 +7,14 @@ inference maps raster bands by name rather than by position.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from cropseg.errors import UserError
-
-if TYPE_CHECKING:  # torch stays optional for band arithmetic
-    import torch
 
 #: The original workflow's feature bands, in file order.
 DEFAULT_BANDS: tuple[str, ...] = ("B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem")
@@ -30,18 +28,42 @@ C2_SR_SCALE = 0.0000275
 C2_SR_OFFSET = -0.2
 #: Bands that inference can compute from others when a raster lacks them.
 DERIVED_BANDS: dict[str, tuple[str, str]] = {"NDVI": ("NIR", "R")}
-#: Common alternative names of the same band in rasters (e.g. Landsat band descriptions).
+#: Common alternative names of the same band in rasters (e.g. band descriptions). Numbered
+#: Landsat names (``SR_B4``, ``B4``) are not here: their meaning depends on the sensor (SENSOR_BANDS).
 BAND_ALIASES: dict[str, tuple[str, ...]] = {
-    "B": ("blue", "b", "sr_b2", "b2"),
-    "G": ("green", "g", "sr_b3", "b3"),
-    "R": ("red", "r", "sr_b4", "b4"),
-    "NIR": ("nir", "near infrared", "nir08", "sr_b5", "b5"),
-    "SWIR1": ("swir1", "swir 1", "swir16", "sr_b6", "b6"),
-    "SWIR2": ("swir2", "swir 2", "swir22", "sr_b7", "b7"),
+    "B": ("blue", "b"),
+    "G": ("green", "g"),
+    "R": ("red", "r"),
+    "NIR": ("nir", "near infrared", "nir08"),
+    "SWIR1": ("swir1", "swir 1", "swir16"),
+    "SWIR2": ("swir2", "swir 2", "swir22"),
     "NDVI": ("ndvi",),
     "Dem": ("dem", "elevation", "srtm"),
 }
-
+#: Landsat surface-reflectance band numbers by sensor, as USGS and Earth Engine name them
+#: (Collection 2 Level-2 ``SR_Bn``; ``Bn`` in older products). TM (Landsat 4/5) and ETM+
+#: (Landsat 7) share one numbering, OLI (Landsat 8/9) shifts it by one: ``SR_B4`` is NIR on
+#: Landsat 5 and red on Landsat 8. Reading one as the other swaps every band silently.
+SENSOR_BANDS: dict[str, dict[int, str]] = {
+    "tm": {1: "B", 2: "G", 3: "R", 4: "NIR", 5: "SWIR1", 7: "SWIR2"},
+    "etm": {1: "B", 2: "G", 3: "R", 4: "NIR", 5: "SWIR1", 7: "SWIR2"},
+    "oli": {2: "B", 3: "G", 4: "R", 5: "NIR", 6: "SWIR1", 7: "SWIR2"},
+}
+#: Names users and metadata give a sensor (SPACECRAFT_ID, SENSOR_ID, product-id prefixes).
+SENSOR_NAMES: dict[str, tuple[str, ...]] = {
+    "tm": ("tm", "landsat4", "landsat5", "lt04", "lt05", "l4", "l5"),
+    "etm": ("etm", "etm+", "landsat7", "le07", "l7"),
+    "oli": ("oli", "oli_tirs", "landsat8", "landsat9", "lc08", "lc09", "lo08", "lo09", "l8", "l9"),
+}
+#: The original workflow mapped the years up to this one with its Landsat-5 model, later ones with Landsat-8.
+LAST_TM_YEAR = 2011
+#: What each band measures, so that a scene in other units (stored integers) is caught before it is mapped.
+BAND_UNITS: dict[str, str] = {"B": "reflectance", "G": "reflectance", "R": "reflectance", "NIR": "reflectance",
+                              "SWIR1": "reflectance", "SWIR2": "reflectance", "NDVI": "index", "Dem": "metres"}
+#: Plausible medians of a scene's valid pixels per unit (reflectance medians of land, snow and water alike).
+UNIT_MEDIAN_RANGE: dict[str, tuple[float, float]] = {"reflectance": (-0.1, 1.5), "index": (-1.0, 1.0),
+                                                     "metres": (-500.0, 9000.0)}
+_NUMBERED = re.compile(r"^(?:sr_)?b(?:and)?[ _]?0*(\d+)$")
 
 def ndvi(nir: np.ndarray, red: np.ndarray) -> np.ndarray:
     """Normalized difference (NIR - R) / (NIR + R), as Earth Engine's normalizedDifference.
@@ -57,9 +79,44 @@ def ndvi(nir: np.ndarray, red: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def canonical_band(name: str, bands: Sequence[str] = DEFAULT_BANDS) -> str | None:
-    """The name in ``bands`` that ``name`` (a raster band description, say) stands for."""
+def band_number(name: str) -> int | None:
+    """The Landsat band number a description such as ``SR_B4``, ``B4`` or ``band 4`` names, else None."""
+    m = _NUMBERED.match(name.strip().lower())
+    return int(m.group(1)) if m else None
+
+
+def resolve_sensor(name: str, key: str = "sensor") -> str:
+    """``tm``, ``etm`` or ``oli`` for any of SENSOR_NAMES (``LANDSAT_5``, ``LC08``, ``OLI_TIRS`` ...)."""
+    low = re.sub(r"[\s_-]", "", str(name).strip().lower())
+    for sensor, names in SENSOR_NAMES.items():
+        if low == sensor or low in {n.replace("_", "") for n in names}:
+            return sensor
+    raise UserError(f"{key}={name!r} is not a known sensor; choose one of: tm (Landsat 4/5), etm (Landsat 7), "
+                    "oli (Landsat 8/9)")
+
+
+def sensor_for_year(year: int) -> str:
+    """The original workflow's choice: Landsat 5 TM up to 2011, Landsat 8 OLI from 2012."""
+    return "tm" if int(year) <= LAST_TM_YEAR else "oli"
+
+
+def sensor_codes(sensor: str, bands: Sequence[str]) -> tuple[str, ...]:
+    """The Collection-2 band names (``SR_Bn``) of ``bands`` for ``sensor`` (Earth Engine selects by them)."""
+    by_band = {b: n for n, b in SENSOR_BANDS[sensor].items()}
+    return tuple(f"SR_B{by_band[b]}" for b in bands)
+
+
+def canonical_band(name: str, bands: Sequence[str] = DEFAULT_BANDS, sensor: str | None = None) -> str | None:
+    """The name in ``bands`` that ``name`` (a raster band description, say) stands for.
+
+    A numbered Landsat name (``SR_B4``) is resolved only with its ``sensor``: without one it
+    stands for nothing, and the caller decides whether that is an error.
+    """
     low = name.strip().lower()
+    number = band_number(name)
+    if number is not None:
+        band = SENSOR_BANDS[sensor].get(number) if sensor else None
+        return band if band in bands else None
     for band in bands:
         if low == band.lower() or low in BAND_ALIASES.get(band, ()):
             return band
@@ -88,32 +145,10 @@ class Normalization:
             if not hi > lo:
                 raise UserError(f"normalization: band {band!r} has max {hi} <= min {lo}")
 
-    def apply(self, data: np.ndarray, channel_axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
-        """Scale ``data`` (any layout; ``channel_axis`` holds the bands) to float32.
-
-        ``out`` (float32, may be ``data`` itself) receives the result: loaders that already hold a
-        fresh float32 buffer scale it in place instead of allocating one per patch.
-        """
-        lo, span = self._offset_span(data.ndim, channel_axis)
-        out = np.subtract(data, lo, out=out, dtype=np.float32)
-        np.divide(out, span, out=out)
-        if self.clip:
-            np.clip(out, 0.0, 1.0, out=out)
-        return out
-
-    def apply_tensor_(self, x: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
-        """``apply`` for a float32 torch tensor, in place, on its device: the same float32 operations,
-        so the result is bit-identical to ``apply`` (workers that only read leave this to the GPU)."""
-        lo, span = self._offset_span(x.ndim, channel_dim)
-        x.sub_(x.new_tensor(lo)).div_(x.new_tensor(span))
-        return x.clamp_(0.0, 1.0) if self.clip else x
-
-    def _offset_span(self, ndim: int, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
-        """float32 ``min`` and ``max - min``, shaped to broadcast along ``channel_axis`` of ``ndim`` axes."""
-        shape = [1] * ndim
-        shape[channel_axis] = len(self.bands)
+    def offset_span(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``min`` and ``max - min`` per band: the two numbers cropseg.models.preprocess scales by."""
         lo = np.asarray(self.min, dtype=np.float32)
-        return lo.reshape(shape), (np.asarray(self.max, dtype=np.float32) - lo).reshape(shape)
+        return lo, np.asarray(self.max, dtype=np.float32) - lo
 
     def select(self, bands: Sequence[str]) -> "Normalization":
         """The same scaling for a subset or reordering of bands."""

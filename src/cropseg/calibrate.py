@@ -77,11 +77,12 @@ def _validation_data(hp: dict[str, Any], data_overrides: list[str], batch_size: 
     data = OmegaConf.to_container(data, resolve=True)
     if not data.get("root"):
         raise UserError("the checkpoint has no data config: give data.root=... and data.val_list=...")
-    bands = list(data.get("bands") or hp["bands"])
-    if bands != list(hp["bands"]):
-        raise UserError(f"data.bands={bands} differ from the checkpoint's bands {list(hp['bands'])}")
+    spec = hp["input_spec"]
+    bands = list(data.get("bands") or spec["bands"])
+    if bands != list(spec["bands"]):
+        raise UserError(f"data.bands={bands} differ from the checkpoint's bands {list(spec['bands'])}")
     data["bands"] = bands
-    norm = hp["normalization"]  # the model's normalization, whatever the data config says
+    norm = spec["normalization"]  # the model's input contract, whatever the data config says
     data["normalization"] = {"kind": "minmax", "min": norm["min"], "max": norm["max"], "clip": norm.get("clip", True)}
     data["num_workers"] = data.get("num_workers", 0)
     if batch_size:
@@ -127,17 +128,19 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
               min_class_pixels: int = 1000) -> dict[str, Any]:
     """Calibrate ``ckpt_path``; returns the report (also written as ``calibration.json``)."""
     from cropseg.models import calibration as cal
-    from cropseg.models.checkpoint import load_model, read_checkpoint
+    from cropseg.models.checkpoint import load_cropland_model, read_checkpoint
 
     ckpt_path = Path(ckpt_path)
     raw = read_checkpoint(ckpt_path)
     hp = dict(raw["hyper_parameters"])
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(raw, map_location=device)
+    model, _ = load_cropland_model(raw, map_location=device, name=str(ckpt_path))
     dm = _validation_data(hp, list(data_overrides or []), batch_size)
+    if dm.spec != model.spec:  # the loader finishes items by the checkpoint's contract (Preprocess)
+        raise UserError(f"{ckpt_path}: the validation data's input spec differs from the checkpoint's")
     total = len(dm.val_set) * int(hp["patch_size"]) ** 2
-    c = cal.collect(model, dm.val_dataloader(), max_pixels=max_pixels, total_pixels=total, device=device)
+    c = cal.collect(model.net, dm.val_dataloader(), max_pixels=max_pixels, total_pixels=total, device=device)
     if c.pixels == 0 or c.targets.numel() == 0:
         raise UserError(f"{ckpt_path}: no valid validation pixels to calibrate on")
     crop, other = int(c.pos_hist.sum()), int(c.neg_hist.sum())

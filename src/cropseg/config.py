@@ -108,14 +108,15 @@ def datamodule_from_config(data: dict[str, Any], seed: int = 0):
     )
 
 
-def model_from_config(cfg: dict[str, Any], normalization) -> Any:
+def model_from_config(cfg: dict[str, Any], spec) -> Any:
+    """The LightningModule ``cfg`` describes, fed by the data module's input ``spec`` (InputSpec)."""
     from cropseg.models.module import SegmentationModule
 
     model, data = cfg["model"], cfg["data"]
     loss = cfg.get("loss", {}).get("terms", "bce+dice")
     return SegmentationModule(
         arch=model["arch"], encoder=model["encoder"], encoder_weights=model.get("encoder_weights"),
-        bands=list(data["bands"]), normalization=normalization.to_dict(), patch_size=data.get("patch_size", 192),
+        input_spec=spec.to_dict(), patch_size=data.get("patch_size", 192),
         loss=loss, optimizer=cfg.get("optimizer"), scheduler=cfg.get("scheduler"),
         threshold=model.get("threshold", 0.5), arch_kwargs=model.get("arch_kwargs"),
         channels_last=model.get("channels_last", False), train_config=cfg,

@@ -25,8 +25,8 @@ from cropseg.maps import OUTPUT_PATTERN
 log = logging.getLogger("cropseg.predict")
 
 SETTING_KEYS = ("window", "stride", "overlap", "margin", "blending", "padding", "batch_size", "device", "precision",
-                "threshold", "class_band", "overviews", "cog", "fill", "band_map", "extra_bands", "assume_order",
-                "band_scale", "band_offset",
+                "threshold", "class_band", "overviews", "cog", "band_map", "extra_bands", "assume_order",
+                "band_scale", "band_offset", "sensor", "check_units",
                 "skip_empty", "progress")
 
 

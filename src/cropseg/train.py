@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     plain = to_container(cfg)
     pl.seed_everything(plain["seed"], workers=True, verbose=False)
     dm = datamodule_from_config(plain["data"], seed=plain["seed"])
-    model = model_from_config(plain, dm.norm)
+    model = model_from_config(plain, dm.spec)
     init_from = plain.get("init_from")
     ckpt_path = plain.get("ckpt_path")
     if init_from and ckpt_path:

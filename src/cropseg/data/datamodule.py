@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cropseg.bands import DEFAULT_BANDS, Normalization
 from cropseg.errors import UserError
+from cropseg.models.preprocess import InputSpec, Preprocess
 
 from .index import build_index, find_missing
 from .patches import list_patches, read_list, read_patch, patch_path
@@ -31,13 +32,18 @@ def _bool_or_auto(value: bool | str, key: str) -> bool | str:
 
 
 class PatchDataset(Dataset):
-    """Patches of one split as (image C×H×W in [0, 1], label 1×H×W with IGNORE on nodata)."""
+    """Patches of one split as (image C×H×W network input, label 1×H×W with IGNORE on nodata).
+
+    Images are finished by the model-input contract (cropseg.models.preprocess.Preprocess),
+    the same module prediction and export run.
+    """
 
     def __init__(self, root: str | Path, names: Sequence[str], bands: Sequence[str], normalization: Normalization,
                  file_bands: Sequence[Sequence[str]] | None = None, crop_size: int | None = None,
                  augment_cfg: AugmentConfig | None = None, seed: int = 0) -> None:
         self.root, self.names = Path(root), list(names)
         self.bands, self.norm = tuple(bands), normalization
+        self.preprocess = Preprocess(InputSpec.build(self.bands, normalization))
         self.file_bands = [tuple(b) for b in file_bands] if file_bands is not None else None
         self.crop_size, self.augment_cfg, self.seed = crop_size, augment_cfg, seed
         self._calls = 0
@@ -56,13 +62,13 @@ class PatchDataset(Dataset):
         return self.finish(image, label, np.isfinite(label[0]))
 
     def finish(self, image: np.ndarray, label: np.ndarray, label_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalize a raw float32 (C, H, W) ``image`` in place; pixels where a band or the label has
-        no data become 0 in the image and IGNORE in the float32 (1, H, W) ``label`` (also in place)."""
-        valid = np.isfinite(image).all(axis=0) & label_valid
-        self.norm.apply(image, channel_axis=0, out=image)
-        if not valid.all():
-            image[:, ~valid] = 0.0
-            label[0, ~valid] = IGNORE
+        """Turn a raw float32 (C, H, W) ``image`` into network input in place (the model-input
+        contract: nodata pixels become 0 after normalization); the float32 (1, H, W) ``label`` gets
+        IGNORE where the image or the label has no data (also in place)."""
+        nodata = self.preprocess.finish_(torch.from_numpy(image)[None])[0, 0].numpy()
+        ignore = nodata | ~label_valid
+        if ignore.any():
+            label[0, ignore] = IGNORE
         return image, label
 
     def generator(self, i: int) -> torch.Generator:
@@ -121,6 +127,7 @@ class CroplandDataModule(pl.LightningDataModule):
         self.train_list, self.val_list = train_list, val_list
         self.bands = tuple(bands)
         self.norm = normalization or Normalization.default(self.bands)
+        self.spec = InputSpec.build(self.bands, self.norm)  # what the model stores and prediction repeats
         self.patch_size, self.crop_size = int(patch_size), crop_size
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.oversample, self.epoch_length = float(oversample), epoch_length

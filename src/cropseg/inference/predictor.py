@@ -3,11 +3,13 @@
 One scene runs as a three-stage pipeline:
 
 - a **reader thread** reads the scene rows each row of windows needs (rasterio, block by
-  block, rows shared by overlapping window rows are kept, not read again), maps and
-  normalizes the bands, pads with reflection at the scene edges and cuts the windows,
-  dropping windows that are entirely nodata;
-- the **calling thread** batches windows (across window rows) and runs the model
-  (float32 on CPU; bf16 autocast and channels_last on a GPU);
+  block, rows shared by overlapping window rows are kept, not read again), maps the bands
+  to the model's in physical units (NaN = nodata), pads with reflection at the scene edges
+  and cuts the windows, dropping windows that are entirely nodata;
+- the **calling thread** batches windows (across window rows) and runs the checkpoint's
+  model on the raw windows: it normalizes and masks nodata itself, exactly as in training
+  (cropseg.models.preprocess), on the device (float32 on CPU; bf16 autocast and
+  channels_last on a GPU);
 - a **writer thread** adds the weighted window probabilities into an accumulator that
   holds only the rows still open (at most one window high), turns rows that no window
   will touch again into uint8 and writes them to the output GeoTIFF.
@@ -35,8 +37,8 @@ import numpy as np
 from cropseg.errors import UserError
 from cropseg.maps import OUTPUT_PATTERN, encode, encoding_tags, scene_year
 
-from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced, finish_output, open_raster,
-                     output_profile, plan_bands)
+from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced, check_units, finish_output,
+                     open_raster, output_profile, plan_bands)
 from .windows import WindowGrid, blend_weights, resolve_stride
 
 GDAL_CACHE_MB = 64
@@ -59,7 +61,8 @@ class PredictSettings:
     class_band: bool = True
     overviews: bool = False
     cog: bool = False
-    fill: float = 0.0  # raw value given to nodata pixels before normalization (the original: NaN -> 0)
+    sensor: str | None = None  # tm | etm | oli: how numbered band names (SR_B4) read; None: from metadata or year
+    check_units: bool = True  # a sample of each scene must be in the units the model was trained on
     band_map: dict[str, Any] = field(default_factory=dict)
     extra_bands: dict[str, Any] = field(default_factory=dict)
     assume_order: bool = False
@@ -73,6 +76,12 @@ class PredictSettings:
             raise UserError(f"padding={self.padding!r} is not known; choose one of: reflect, constant")
         if int(self.batch_size) < 1:
             raise UserError(f"batch_size={self.batch_size}: must be >= 1")
+        if self.sensor is not None and str(self.sensor).lower() not in ("auto", "none", "null", ""):
+            from cropseg.bands import resolve_sensor
+
+            self.sensor = resolve_sensor(self.sensor)
+        else:
+            self.sensor = None
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -94,14 +103,14 @@ def pick_device(name: str = "auto"):
 
 
 class Runner:
-    """Calls a network on batches of normalized windows and returns probabilities (N, h, w) float32.
+    """Calls a model on batches of raw windows and returns probabilities (N, h, w) float32.
 
-    ``fn`` maps a float tensor (N, C, h, w) to probabilities or (``logits=True``) logits
-    of shape (N, 1, h, w).
+    ``fn`` maps a float tensor of raw bands (N, C, h, w), NaN = nodata, to probabilities
+    (N, 1, h, w): a :class:`cropseg.models.network.CroplandModel`, which owns normalization,
+    the nodata rule, temperature and sigmoid (the same module export writes out).
     """
 
-    def __init__(self, fn: Callable, device: Any = "cpu", precision: str = "auto", logits: bool = False,
-                 channels_last: bool | None = None):
+    def __init__(self, fn: Callable, device: Any = "cpu", precision: str = "auto", channels_last: bool | None = None):
         import torch
 
         self.fn = fn
@@ -112,23 +121,16 @@ class Runner:
         if precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision={precision!r} is not known; choose one of: auto, fp32, bf16, fp16")
         self.precision = precision
-        self.logits = logits
         self.channels_last = cuda if channels_last is None else channels_last
 
     @classmethod
-    def from_module(cls, module, device: Any = "cpu", precision: str = "auto") -> "Runner":
+    def from_model(cls, model, device: Any = "cpu", precision: str = "auto") -> "Runner":
         import torch
 
-        module = module.to(device).eval()
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            module = module.to(memory_format=torch.channels_last)
-        temperature = float(module.hparams.get("temperature", 1.0))
-
-        def fn(x):
-            return module.net(x).float() / temperature
-
-        return cls(fn, device, precision, logits=True)
+        model = model.to(device).eval()
+        if torch.device(device).type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, device, precision)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -143,10 +145,7 @@ class Runner:
             ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
             with ctx:
                 y = self.fn(x)
-            y = y.float()
-            if self.logits:
-                y = torch.sigmoid(y)
-            return y[:, 0].cpu().numpy()
+            return y[:, 0].float().cpu().numpy()
 
 
 @dataclass
@@ -154,25 +153,24 @@ class ModelInfo:
     """What prediction needs to know about a checkpoint."""
 
     runner: Runner
-    bands: list[str]
-    normalization: Any
+    spec: Any  # cropseg.models.preprocess.InputSpec: bands, units
     patch_size: int
     threshold: float
     name: str
     description: str
 
+    @property
+    def bands(self) -> list[str]:
+        return list(self.spec.bands)
+
 
 def load_checkpoint_model(path: str | Path, device: str = "auto", precision: str = "auto") -> ModelInfo:
-    from cropseg.models.checkpoint import load_model
+    from cropseg.models.checkpoint import load_cropland_model
 
     dev = pick_device(device)
-    module = load_model(path, map_location="cpu")
-    hp = module.hparams
-    return ModelInfo(
-        runner=Runner.from_module(module, dev, precision), bands=list(hp["bands"]), normalization=module.normalization,
-        patch_size=int(hp["patch_size"]), threshold=float(hp["threshold"]), name=Path(path).name,
-        description=f"{hp['arch']}-{hp['encoder']} ({Path(path).name})",
-    )
+    model, card = load_cropland_model(path, map_location="cpu")
+    return ModelInfo(runner=Runner.from_model(model, dev, precision), spec=model.spec, patch_size=card.patch_size,
+                     threshold=card.threshold, name=card.name, description=card.description)
 
 
 # -- one scene --------------------------------------------------------------------------------
@@ -208,7 +206,8 @@ def _pad(a: np.ndarray, pads: Sequence[tuple[int, int]], mode: str) -> np.ndarra
         return a
     if mode == "reflect":
         return np.pad(a, pads, mode="reflect")
-    return np.pad(a, pads, mode="constant")
+    # Raw bands are padded with nodata (NaN): the model input contract turns it into what training saw.
+    return np.pad(a, pads, mode="constant", constant_values=np.nan if a.dtype.kind == "f" else 0)
 
 
 @dataclass
@@ -402,7 +401,9 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024), open_raster(scene) as src:
         check_georeferenced(src, scene)
         plan = plan_bands(src, scene, model.bands, settings.band_map, settings.extra_bands, settings.assume_order,
-                          settings.band_scale, settings.band_offset)
+                          settings.band_scale, settings.band_offset, settings.sensor)
+        if settings.check_units:
+            check_units(src, scene, plan, model.spec)
         window = int(settings.window or model.patch_size)
         stride = resolve_stride(window, settings.stride, settings.overlap if settings.stride is None else None)
         grid = WindowGrid.build(src.height, src.width, window, stride, settings.margin)
@@ -411,6 +412,7 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
         tags = {
             "cropseg_version": cropseg.__version__, "model": model.description, "checkpoint": model.name,
             "bands": ",".join(model.bands), "band_sources": "; ".join(f"{k}={v}" for k, v in plan.describe().items()),
+            "sensor": plan.sensor_note(), "input_contract": model.spec.nodata,
             "threshold": threshold, **encoding_tags(),
             "window": window, "stride": stride, "margin": grid.margin, "blending": settings.blending,
             "padding": settings.padding, "source": scene.name,
@@ -421,7 +423,7 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
             output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"{output.parent}: cannot create the output folder ({err.strerror or err})") from None
-        reader = SceneReader(src, plan, model.normalization, settings.fill)
+        reader = SceneReader(src, plan)
         try:
             with atomic_path(output) as tmp:
                 try:

@@ -4,11 +4,18 @@ Band mapping: each band the checkpoint needs is found, in this order, in
 
 1. ``band_map`` (config): ``{band: 1-based index or band description}``;
 2. the raster's band descriptions, matched with :func:`cropseg.bands.canonical_band`
-   (``Blue`` → ``B``, ``SR_B5`` → ``NIR``, ...);
+   (``Blue`` → ``B``, ...); numbered Landsat names (``SR_B4``) by the scene's sensor
+   (:func:`scene_sensor`: ``sensor=``, metadata such as ``SPACECRAFT_ID``, a USGS product
+   name, or the year), refused when no sensor can be told;
 3. ``extra_bands`` (config): ``{band: constant}`` or ``{band: path/to/raster.tif}``
    (or ``{band: {raster: path, band: 1}}``), an other raster read through a
    ``WarpedVRT`` onto the scene's grid (bilinear);
 4. :data:`cropseg.bands.DERIVED_BANDS`: NDVI from NIR and Red.
+
+Values become physical (``stored * scale + offset``), a nodata value or NaN in any band
+makes the pixel nodata (NaN), and :func:`check_units` compares a sample of the scene with
+the units the model was trained on. Normalization is not done here: the checkpoint's model
+does it (cropseg.models.preprocess), as in training.
 
 Output maps: band 1 is the cropland probability as uint8, ``DN = round(200 * p)``
 (0..200, ``p = DN / 200``, GDAL scale 0.005), band 2 (optional) the class
@@ -25,7 +32,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cropseg.bands import BAND_ALIASES, DERIVED_BANDS, Normalization, canonical_band, ndvi
+from cropseg.bands import (BAND_ALIASES, BAND_UNITS, C2_SR_OFFSET, C2_SR_SCALE, DERIVED_BANDS, UNIT_MEDIAN_RANGE,
+                           band_number, canonical_band, ndvi, resolve_sensor, sensor_for_year)
 from cropseg.errors import UserError
 
 from cropseg.maps import NODATA as NODATA_OUT, PROB_SCALE  # noqa: F401 (the map encoding lives in cropseg.maps)
@@ -71,6 +79,9 @@ class BandPlan:
     nodata: list[float | None] = field(default_factory=list)  # nodata value of each read band
     scale: list[float] = field(default_factory=list)  # of each read band: value = stored * scale + offset
     offset: list[float] = field(default_factory=list)
+    read_names: list[str] = field(default_factory=list)  # the band each read band is (model or derivation input)
+    sensor: str | None = None  # how numbered band names were read, and why
+    sensor_reason: str = ""
 
     def describe(self) -> dict[str, str]:
         def scaled(k: int) -> str:
@@ -91,6 +102,9 @@ class BandPlan:
             else:
                 out[band] = f"{self.aux[src[1]].path} band {self.aux[src[1]].band or band}"
         return out
+
+    def sensor_note(self) -> str:
+        return f"{self.sensor} ({self.sensor_reason})" if self.sensor else "not needed"
 
 
 def _extra_source(band: str, spec: Any) -> tuple[str, Any]:
@@ -113,8 +127,12 @@ def _extra_source(band: str, spec: Any) -> tuple[str, Any]:
 
 def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[str, Any] | None = None,
                extra_bands: Mapping[str, Any] | None = None, assume_order: bool = False,
-               band_scale: Mapping[str, Any] | None = None, band_offset: Mapping[str, Any] | None = None) -> BandPlan:
+               band_scale: Mapping[str, Any] | None = None, band_offset: Mapping[str, Any] | None = None,
+               sensor: str | None = None) -> BandPlan:
     """Map the checkpoint's ``bands`` onto the bands of the open raster ``src``.
+
+    Numbered Landsat descriptions (``SR_B4``) are read by the scene's sensor (:func:`scene_sensor`,
+    ``sensor`` overrides it); when one is needed and none can be told, that is a UserError.
 
     Stored values become physical ones as ``stored * scale + offset``: ``band_scale`` /
     ``band_offset`` by band name (e.g. Collection-2 integers), else the raster's own per-band
@@ -136,10 +154,12 @@ def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[st
     extra_bands = {k: v for k, v in (extra_bands or {}).items() if v is not None}
     descriptions = list(src.descriptions or [None] * src.count)
     known = list(dict.fromkeys([*bands, *BAND_ALIASES, *(b for pair in DERIVED_BANDS.values() for b in pair)]))
+    numbered = [d for d in descriptions if d and band_number(d) is not None]
+    sensor, sensor_reason = scene_sensor(src, path, sensor) if numbered else (sensor, "sensor setting" if sensor else "")
     by_name: dict[str, int] = {}
     for i, desc in enumerate(descriptions, start=1):
         if desc:
-            canon = canonical_band(desc, known)
+            canon = canonical_band(desc, known, sensor)
             if canon is not None and canon not in by_name:
                 by_name[canon] = i
     if not by_name and not band_map:
@@ -195,6 +215,11 @@ def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[st
                 continue
         missing.append(band)
         sources.append(("missing",))
+    if missing and numbered and sensor is None:
+        raise UserError(f"{path}: band(s) {', '.join(missing)} would come from numbered band names "
+                        f"({', '.join(numbered)}), which Landsat 4/5/7 and 8/9 number differently, and the scene's "
+                        "sensor is not known; give sensor=tm (Landsat 4/5), sensor=etm (Landsat 7) or sensor=oli "
+                        "(Landsat 8/9), or a {year}_ file name, or band_map.<band>=<index>")
     if missing:
         hint = "; give extra_bands.<band>=<constant or raster path> or band_map.<band>=<index or description>"
         raise UserError(f"{path}: band(s) {', '.join(missing)} needed by the model not found; the raster has "
@@ -204,7 +229,102 @@ def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[st
     scale = [factors["band_scale"].get(n, scales[i - 1]) for i, n in zip(read, read_names)]
     offset = [factors["band_offset"].get(n, offsets[i - 1]) for i, n in zip(read, read_names)]
     return BandPlan(list(bands), read, sources, aux, [nodatavals[i - 1] for i in read],
-                    [float(v) for v in scale], [float(v) for v in offset])
+                    [float(v) for v in scale], [float(v) for v in offset], read_names, sensor, sensor_reason)
+
+
+#: Raster tags that name the sensor (USGS / Earth Engine metadata), checked in this order.
+SENSOR_TAGS = ("SENSOR", "SPACECRAFT_ID", "SENSOR_ID", "LANDSAT_PRODUCT_ID", "LANDSAT_SCENE_ID", "PRODUCT_ID")
+
+
+def _sensor_in(text: str) -> str | None:
+    text = str(text).strip()
+    for candidate in (text, text.split("_")[0], text[:4]):
+        try:
+            return resolve_sensor(candidate)
+        except UserError:
+            continue
+    return None
+
+
+def scene_sensor(src, path: str | Path, given: str | None = None) -> tuple[str | None, str]:
+    """The scene's sensor (tm, etm, oli) and how it was told: ``given``, a sensor tag, a USGS
+    product name (``LT05_…``, ``LC08_…``) or the year (``{year}_{grid}.tif`` or a year tag: the
+    original workflow's Landsat 5 up to 2011, Landsat 8 from 2012). (None, "") when nothing tells."""
+    from cropseg.maps import scene_year
+
+    if given:
+        return resolve_sensor(given), "sensor setting"
+    tags = {k.upper(): v for k, v in (src.tags() or {}).items()}
+    for key in SENSOR_TAGS:
+        if tags.get(key) and (found := _sensor_in(tags[key])):
+            return found, f"{key}={tags[key]}"
+    if found := _sensor_in(Path(path).name):
+        return found, f"file name {Path(path).name}"
+    year = scene_year(Path(path))
+    if year is None:
+        for key in ("YEAR", "DATE_ACQUIRED", "ACQUISITION_DATE"):
+            text = str(tags.get(key, ""))[:4]
+            if text.isdigit():
+                year = int(text)
+                break
+    if year is not None:
+        return sensor_for_year(year), f"year {year}: Landsat 5 TM up to 2011, Landsat 8 OLI from 2012"
+    return None, ""
+
+
+def check_units(src, path: str | Path, plan: BandPlan, spec: Any, samples: int = 3, size: int = 64) -> None:
+    """Stop a scene whose values are clearly not in the units the model was trained on.
+
+    A few small windows spread over the scene are read (cheap at any scene size) and the
+    median of the valid values of each unit (reflectance, index, metres) is compared with
+    its plausible range; stored integers (Collection-2 DN, reflectance × 10,000) or values
+    scaled twice give one line naming the preset or ``band_scale`` that fixes it.
+    """
+    from rasterio.windows import Window
+
+    units = dict(zip(spec.bands, spec.units)) | {n: BAND_UNITS.get(n, "unknown") for n in plan.read_names
+                                                 if n not in spec.bands}
+    h, w = min(size, src.height), min(size, src.width)
+    rows = np.linspace(0, src.height - h, samples).astype(int)
+    cols = np.linspace(0, src.width - w, samples).astype(int)
+    values: dict[str, list[np.ndarray]] = {}
+    for r in sorted(set(rows)):
+        for c in sorted(set(cols)):
+            raw = src.read(plan.read, window=Window(int(c), int(r), w, h), out_dtype="float32")
+            for k, name in enumerate(plan.read_names):
+                v = raw[k][np.isfinite(raw[k])]
+                nd = plan.nodata[k]
+                if nd is not None and np.isfinite(nd):
+                    v = v[v != nd]
+                values.setdefault(units.get(name, "unknown"), []).append(
+                    v * np.float32(plan.scale[k]) + np.float32(plan.offset[k]))
+    for unit, parts in values.items():
+        if unit not in UNIT_MEDIAN_RANGE:
+            continue
+        v = np.concatenate(parts)
+        if not v.size:
+            continue
+        med = float(np.median(v))
+        lo, hi = UNIT_MEDIAN_RANGE[unit]
+        if lo <= med <= hi:
+            continue
+        names = [n for n in plan.read_names if units.get(n) == unit]
+        scaled = [k for k, n in enumerate(plan.read_names) if n in names and (plan.scale[k], plan.offset[k]) != (1.0, 0.0)]
+        got = f"{path}: bands {', '.join(names)} have median {med:,.4g}"
+        if unit == "reflectance" and med < lo and scaled:
+            k = scaled[0]
+            raise UserError(f"{got} after scaling by {plan.scale[k]:g} and {plan.offset[k]:+g}: they look like "
+                            "reflectance scaled twice; drop predict=c2_dn / band_scale / band_offset for a composite "
+                            "already in reflectance 0..1 (check_units=false skips this check)")
+        if unit == "reflectance" and 5000 <= med <= 65535:
+            raise UserError(f"{got}: they look like Landsat Collection-2 Level-2 integers, not the reflectance 0..1 the "
+                            f"model was trained on; use predict=c2_dn (DN * {C2_SR_SCALE} {C2_SR_OFFSET:+g}) "
+                            "(check_units=false skips this check)")
+        if unit == "reflectance" and hi < med < 5000:
+            raise UserError(f"{got}: they look like reflectance * 10,000, not the reflectance 0..1 the model was "
+                            "trained on; give band_scale.<band>=0.0001 for each of them (check_units=false skips this check)")
+        raise UserError(f"{got}, outside the {lo:g}..{hi:g} expected of {unit} by the model; give band_scale.<band> / "
+                        "band_offset.<band> that turn them into it (check_units=false skips this check)")
 
 
 def _band_list(descriptions: Sequence[str | None]) -> str:
@@ -218,22 +338,21 @@ def check_georeferenced(src, path: str | Path) -> None:
 
 
 class SceneReader:
-    """Reads rows of a scene as normalized model input plus a validity mask.
+    """Reads rows of a scene as the model's raw bands plus a validity mask.
 
-    ``read_rows(r0, r1)`` returns ``(x, valid)``: ``x`` float32 (C, r1 - r0, width) in the
-    checkpoint's band order after normalization (invalid pixels filled with ``fill``
-    before it), ``valid`` bool (r1 - r0, width): every read band has data there.
-    Rasterio reads the rows block by block; nothing else of the scene is held.
+    ``read_rows(r0, r1)`` returns ``(x, valid)``: ``x`` float32 (C, r1 - r0, width), the
+    checkpoint's bands in order and in physical units, NaN where a band has no data;
+    ``valid`` bool (r1 - r0, width): every band has data there. Normalization and the
+    nodata rule are the model's (cropseg.models.preprocess). Rasterio reads the rows block
+    by block; nothing else of the scene is held.
     """
 
-    def __init__(self, src, plan: BandPlan, normalization: Normalization, fill: float = 0.0):
+    def __init__(self, src, plan: BandPlan):
         rasterio = _rasterio()
         from rasterio.vrt import WarpedVRT
 
         self.src = src
         self.plan = plan
-        self.norm = normalization.select(plan.bands)
-        self.fill = float(fill)
         self.width, self.height = src.width, src.height
         self._stack = contextlib.ExitStack()
         self.aux = []
@@ -267,29 +386,24 @@ class SceneReader:
 
         win = Window(0, r0, self.width, r1 - r0)
         raw = self.src.read(self.plan.read, window=win, out_dtype="float32")
-        valid = np.isfinite(raw)
-        for k, nd in enumerate(self.plan.nodata):
+        for k, (nd, s, o) in enumerate(zip(self.plan.nodata, self.plan.scale, self.plan.offset)):
             if nd is not None and np.isfinite(nd):
-                valid[k] &= raw[k] != nd
-        valid = valid.all(axis=0)
-        for k, (s, o) in enumerate(zip(self.plan.scale, self.plan.offset)):
-            if (s, o) != (1.0, 0.0):  # nodata was checked on the stored values, above
+                raw[k][raw[k] == np.float32(nd)] = np.nan  # checked on the stored values, before scaling
+            if (s, o) != (1.0, 0.0):
                 raw[k] *= np.float32(s)
                 raw[k] += np.float32(o)
-        raw = np.where(valid[None], raw, np.float32(self.fill))
         out = np.empty((len(self.plan.bands), r1 - r0, self.width), np.float32)
         for c, s in enumerate(self.plan.sources):
             if s[0] == "read":
                 out[c] = raw[s[1]]
             elif s[0] == "derived":
-                out[c] = np.nan_to_num(ndvi(raw[s[1]], raw[s[2]]))
+                out[c] = ndvi(raw[s[1]], raw[s[2]])
             elif s[0] == "const":
                 out[c] = s[1]
             else:
                 vrt, band = self.aux[s[1]]
-                a = vrt.read(band, window=win, out_dtype="float32")
-                out[c] = np.where(np.isfinite(a), a, np.float32(self.fill))
-        return self.norm.apply(out, channel_axis=0, out=out), valid
+                out[c] = vrt.read(band, window=win, out_dtype="float32")  # NaN outside its coverage
+        return out, np.isfinite(out.sum(axis=0))
 
 
 def output_profile(src, class_band: bool, cog: bool = False, blocksize: int = 256) -> dict[str, Any]:

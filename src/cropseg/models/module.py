@@ -1,54 +1,30 @@
 """The LightningModule: any SMP architecture × encoder, losses and metrics by name.
 
-Its hyperparameters fully describe the model (architecture, bands, normalization,
-patch size, threshold, training config), so a checkpoint alone is enough to predict.
+Its hyperparameters fully describe the model (architecture, input spec, patch size,
+threshold, training config), so a checkpoint alone is enough to predict; prediction loads
+it without Lightning (cropseg.models.checkpoint.load_cropland_model).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
-import segmentation_models_pytorch as smp
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (BinaryAccuracy, BinaryCohenKappa, BinaryF1Score, BinaryJaccardIndex,
                                          BinaryPrecision, BinaryRecall)
 
 import cropseg
-from cropseg.bands import DEFAULT_BANDS, Normalization
 from cropseg.data.transforms import IGNORE
 from cropseg.errors import UserError, choose
 
+from .checkpoint import CHECKPOINT_FORMAT
 from .losses import CombinedLoss
+from .network import CroplandModel, build_network, probability
+from .preprocess import InputSpec
 
-ARCHITECTURES = {
-    "unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN", "pspnet": "PSPNet", "deeplabv3": "DeepLabV3",
-    "deeplabv3plus": "DeepLabV3Plus", "manet": "MAnet", "linknet": "Linknet", "pan": "PAN", "upernet": "UPerNet",
-    "segformer": "Segformer",
-}
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-CHECKPOINT_FORMAT = 1
-
-
-def check_encoder(name: str) -> None:
-    if name.startswith("tu-"):
-        return
-    valid = smp.encoders.get_encoder_names()
-    if name not in valid:
-        raise UserError(f"model.encoder={name!r} is not a known encoder; choose one of: {', '.join(valid)} "
-                        "(or 'tu-<timm model name>')")
-
-
-def build_network(arch: str, encoder: str, encoder_weights: str | None, in_channels: int,
-                  arch_kwargs: Mapping[str, Any] | None = None) -> torch.nn.Module:
-    choose("architecture", arch, ARCHITECTURES, key="model.arch")
-    check_encoder(encoder)
-    try:
-        return smp.create_model(arch.lower(), encoder_name=encoder, encoder_weights=encoder_weights,
-                                in_channels=in_channels, classes=1, **dict(arch_kwargs or {}))
-    except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise UserError(f"model: {arch} with encoder {encoder} (weights {encoder_weights}) cannot be built: {err}") from None
 
 
 def metric_collection(prefix: str, threshold: float) -> MetricCollection:
@@ -65,8 +41,7 @@ class SegmentationModule(pl.LightningModule):
         arch: str = "unet",
         encoder: str = "resnet34",
         encoder_weights: str | None = None,
-        bands: Sequence[str] = DEFAULT_BANDS,
-        normalization: Mapping[str, Any] | None = None,
+        input_spec: Mapping[str, Any] | None = None,
         patch_size: int = 192,
         loss: str | Mapping[str, float] = "bce+dice",
         optimizer: Mapping[str, Any] | None = None,
@@ -78,18 +53,17 @@ class SegmentationModule(pl.LightningModule):
         train_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        bands = list(bands)
-        if normalization is None:
-            normalization = Normalization.default(bands).to_dict()
+        spec = InputSpec.from_dict(input_spec) if input_spec is not None else InputSpec.build(DEFAULT_BANDS)
         self.save_hyperparameters({
-            "arch": arch, "encoder": encoder, "encoder_weights": encoder_weights, "bands": bands,
-            "normalization": dict(normalization), "patch_size": int(patch_size),
+            "arch": arch, "encoder": encoder, "encoder_weights": encoder_weights, "input_spec": spec.to_dict(),
+            "patch_size": int(patch_size),
             "loss": loss if isinstance(loss, str) else dict(loss), "optimizer": dict(optimizer or {"name": "adamw", "lr": 3e-4}),
             "scheduler": dict(scheduler) if scheduler else None, "threshold": float(threshold),
             "temperature": float(temperature), "arch_kwargs": dict(arch_kwargs or {}), "channels_last": channels_last,
             "train_config": train_config,
         })
-        self.net = build_network(arch, encoder, encoder_weights, len(bands), arch_kwargs)
+        self.spec = spec
+        self.net = build_network(arch, encoder, encoder_weights, len(spec.bands), arch_kwargs)
         self.loss_fn = CombinedLoss(loss)
         self.train_metrics = metric_collection("train/", threshold)
         self.val_metrics = metric_collection("val/", threshold)
@@ -99,15 +73,15 @@ class SegmentationModule(pl.LightningModule):
     # -- what a checkpoint says about itself ------------------------------------------------
     @property
     def bands(self) -> list[str]:
-        return list(self.hparams.bands)
-
-    @property
-    def normalization(self) -> Normalization:
-        return Normalization.from_dict(self.hparams.normalization)
+        return list(self.spec.bands)
 
     @property
     def threshold(self) -> float:
         return float(self.hparams.threshold)
+
+    def cropland_model(self) -> CroplandModel:
+        """Raw bands → probability with this network: what prediction and export run."""
+        return CroplandModel(self.spec, self.net, float(self.hparams.temperature))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, 1, H, W) for normalized images (N, C, H, W)."""
@@ -116,8 +90,8 @@ class SegmentationModule(pl.LightningModule):
         return self.net(x)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Calibrated cropland probability (temperature-scaled sigmoid)."""
-        return torch.sigmoid(self(x).float() / float(self.hparams.temperature))
+        """Calibrated cropland probability of normalized images (what the loaders yield)."""
+        return probability(self(x), float(self.hparams.temperature))
 
     # -- training ---------------------------------------------------------------------------
     def _step(self, batch: dict, stage: str, metrics: MetricCollection) -> torch.Tensor:
