@@ -162,7 +162,7 @@ def plan_bands(src, path: str | Path, bands: Sequence[str], band_map: Mapping[st
             canon = canonical_band(desc, known, sensor)
             if canon is not None and canon not in by_name:
                 by_name[canon] = i
-    if not by_name and not band_map:
+    if not by_name and not band_map and not numbered:
         if assume_order and src.count >= len(bands):
             by_name = {b: i for i, b in enumerate(bands, start=1)}
         else:
