@@ -12,15 +12,17 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from cropseg.bands import C2_SR_OFFSET, C2_SR_SCALE, DEFAULT_BANDS, DERIVED_BANDS, LABEL_BAND
+from cropseg.bands import C2_SR_OFFSET, C2_SR_SCALE, DEFAULT_BANDS, DERIVED_BANDS, LABEL_BAND, sensor_codes
 from cropseg.errors import UserError
 
 #: QA_PIXEL bit numbers (Collection 2).
 QA_BITS = {"fill": 0, "dilated": 1, "cirrus": 2, "cloud": 3, "shadow": 4, "snow": 5}
 #: Reflectance bands every sensor is harmonised to (cropseg names).
 REFLECTANCE_BANDS = ("B", "G", "R", "NIR", "SWIR1", "SWIR2")
-_TM_BANDS = ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7")
-_OLI_BANDS = ("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7")
+# Band numbers per sensor live in cropseg.bands (SENSOR_BANDS): prediction reads them the same way.
+_TM_BANDS = sensor_codes("tm", REFLECTANCE_BANDS)
+_ETM_BANDS = sensor_codes("etm", REFLECTANCE_BANDS)
+_OLI_BANDS = sensor_codes("oli", REFLECTANCE_BANDS)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Sensor:
 #: Landsat Collection 2 Tier 1 Level-2 collections and the years they hold data.
 SENSORS: dict[str, Sensor] = {
     "LT05": Sensor("LT05", "LANDSAT/LT05/C02/T1_L2", 1984, 2012, _TM_BANDS, False),
-    "LE07": Sensor("LE07", "LANDSAT/LE07/C02/T1_L2", 1999, 2024, _TM_BANDS, False),
+    "LE07": Sensor("LE07", "LANDSAT/LE07/C02/T1_L2", 1999, 2024, _ETM_BANDS, False),
     "LC08": Sensor("LC08", "LANDSAT/LC08/C02/T1_L2", 2013, None, _OLI_BANDS, True),
     "LC09": Sensor("LC09", "LANDSAT/LC09/C02/T1_L2", 2021, None, _OLI_BANDS, True),
 }
