@@ -16,6 +16,7 @@ from torchmetrics.classification import (BinaryAccuracy, BinaryCohenKappa, Binar
                                          BinaryPrecision, BinaryRecall)
 
 import cropseg
+from cropseg.bands import DEFAULT_BANDS
 from cropseg.data.transforms import IGNORE
 from cropseg.errors import UserError, choose
 
