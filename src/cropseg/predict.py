@@ -19,7 +19,8 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from cropseg.config import CONFIG_DIR, to_container
-from cropseg.errors import UserError
+from cropseg.command import hydra_main
+from cropseg.errors import UserError, report_user_errors
 from cropseg.maps import OUTPUT_PATTERN
 
 log = logging.getLogger("cropseg.predict")
@@ -83,12 +84,9 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base="1.3")
+@report_user_errors  # inside Hydra too: Hydra reports what escapes the task function with a traceback
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        summary = predict(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    summary = predict(cfg)
     _print_summary(summary)
     try:
         out_dir = Path(cfg.paths.output_dir)
@@ -100,11 +98,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    _hydra_main()
-    return 0
+    return hydra_main("predict", _hydra_main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
