@@ -20,6 +20,8 @@ NODATA = 255
 OUTPUT_PATTERN = "{stem}_cropland.tif"
 #: Maps inside a folder.
 MAP_GLOB = "*_cropland.tif"
+#: Scenes inside a folder (``cropseg.inputs`` patterns).
+SCENE_GLOBS = (("*.tif", "*.tiff", "*.TIF", "*.TIFF"),)
 #: ``{year}_{grid}_cropland.tif`` (grid ids may contain underscores).
 MAP_NAME = re.compile(r"^(?P<year>\d{4})_(?P<grid>.+?)_cropland\.tiff?$", re.IGNORECASE)
 #: A scene's year: the leading ``YYYY`` of ``{year}_{grid}.tif``.

@@ -452,21 +452,15 @@ def _num(s: str) -> float:
 # --------------------------------------------------------------------------- many files
 
 
-def find_tfrecords(spec: str | Path) -> list[Path]:
-    """Files named by a folder (every ``*.tfrecord.gz``, ``*.tfrecord``, ``*.gz`` in it), a glob or a file."""
-    import glob
+#: TFRecord files inside a folder (``cropseg.inputs`` patterns).
+TFRECORD_GLOBS = (("*.tfrecord.gz", "*.tfrecord", "*.tfrecords", "*.gz"),)
 
-    p = Path(spec)
-    if p.is_dir():
-        files = sorted({*p.glob("*.tfrecord.gz"), *p.glob("*.tfrecord"), *p.glob("*.tfrecords"), *p.glob("*.gz")})
-    elif p.is_file():
-        files = [p]
-    else:
-        files = sorted(Path(f) for f in glob.glob(str(spec), recursive=True) if Path(f).is_file())
-    files = [f for f in files if not f.name.startswith(".")]
-    if not files:
-        raise UserError(f"in={spec}: no TFRecord files there")
-    return files
+
+def find_tfrecords(specs: str | Path | Sequence[str | Path], key: str = "in") -> list[Path]:
+    """TFRecord files named by files, folders, globs or list files (``cropseg.inputs.expand_inputs``)."""
+    from cropseg.inputs import expand_inputs
+
+    return expand_inputs(specs, TFRECORD_GLOBS, key=key, what="TFRecord files")
 
 
 @dataclass
