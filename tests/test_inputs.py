@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from cropseg.errors import UserError
@@ -43,3 +46,11 @@ def test_a_miss_says_which_key_and_what_was_looked_for(tree):
     (tree / "empty.txt").write_text("# nothing\n")
     with pytest.raises(UserError, match="the list file names no file"):
         expand_inputs(tree / "empty.txt")
+
+
+def test_mosaic_of_a_year_without_maps_names_the_pattern_it_tried(tree):
+    # It said "no maps to mosaic in cog/ for year 1988" without saying it looked for *_cropland.tif.
+    res = subprocess.run([sys.executable, "-m", "cropseg.cli", "mosaic", str(tree / "maps"), "year=1988",
+                          f"out={tree / 'm.vrt'}"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "looked for 1988_*_cropland.tif" in res.stderr and "maps of 1988" in res.stderr, res.stderr

@@ -143,18 +143,24 @@ def to_override(key: str, value: str, default: Any) -> str:
 
 
 def _comments(path: Path) -> dict[str, str]:
-    """Comment beside each key of a YAML file (or on the lines just above it), by dotted key."""
+    """Comment beside each key of a YAML file (or on the lines just above it), by dotted key.
+
+    The file's opening comment block (its usage lines) belongs to no key.
+    """
     helps: dict[str, str] = {}
     stack: list[tuple[int, str]] = []
     above: list[str] = []
+    header = True
     for line in path.read_text().splitlines():
         stripped = line.strip()
         if not stripped:
-            above = []
+            above, header = [], False
             continue
         if stripped.startswith("#"):
-            above.append(stripped.lstrip("#").strip())
+            if not header and not stripped.startswith("# @"):
+                above.append(stripped.lstrip("#").strip())
             continue
+        header = False
         m = re.match(r"^(\s*)([A-Za-z_][\w-]*)\s*:(.*)$", line)
         if not m or stripped.startswith("-"):
             above = []
@@ -164,13 +170,52 @@ def _comments(path: Path) -> dict[str, str]:
             stack.pop()
         dotted = ".".join([k for _, k in stack] + [key])
         stack.append((indent, key))
-        inline = ""
-        if "#" in rest:
-            value, _, inline = rest.partition(" #")
-            inline = inline.strip()
+        inline = rest.partition(" #")[2].strip() if " #" in rest else ""
         helps[dotted] = inline or " ".join(above)
         above = []
     return helps
+
+
+_TYPES = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _check_types(base: Any, cfg: Any, keys: Sequence[str], prog: str) -> None:
+    """A value given for a key whose default is a boolean or a number must be one too (YAML configs
+    carry no schema, so Hydra would pass ``workers=many`` on as text)."""
+    from omegaconf import OmegaConf
+
+    for key in keys:
+        if key.startswith(("+", "~")):
+            continue
+        default = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        kind = type(default)
+        if value is None or kind not in _TYPES:
+            continue
+        ok = isinstance(value, bool) if kind is bool else (
+            isinstance(value, int) and not isinstance(value, bool) if kind is int else
+            isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            raise UserError(f"{prog}: {key}={value!r} is not {_TYPES[kind]}")
+
+
+def _has_key(cfg: Any, dotted: str) -> bool:
+    """Whether ``dotted`` names a key of ``cfg`` (mandatory ``???`` keys included; list items by index)."""
+    from omegaconf import DictConfig, ListConfig
+
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, DictConfig):
+            if part not in node.keys():
+                return False
+            node = node._get_node(part)
+        elif isinstance(node, ListConfig) and part.isdigit():
+            if int(part) >= len(node):
+                return False
+            node = node._get_node(int(part))
+        else:
+            return False
+    return True
 
 
 def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -196,13 +241,17 @@ def _show(value: Any) -> str:
 
 # --------------------------------------------------------------------------- commands
 
+_BASES: dict[str, Any] = {}
+
 
 @dataclass(frozen=True)
 class Command:
     """A command whose options are the keys of ``conf/<config>.yaml``.
 
     ``positional`` names the keys that bare words fill, in order; a name ending in ``...``
-    collects every remaining bare word into that (list) key.
+    collects every remaining bare word into that (list) key. ``passthrough`` names a key
+    whose dotted overrides (``data.root=...``) are not composed but handed over as a list of
+    ``KEY=VALUE`` strings, for commands that change another config (a checkpoint's).
     """
 
     prog: str
@@ -210,15 +259,19 @@ class Command:
     run: Callable[[dict[str, Any]], int | None]
     summary: str
     positional: tuple[str, ...] = ()
+    passthrough: str | None = None
 
     # -- parsing -------------------------------------------------------------------------
     def _base(self):
+        """The defaults (composed once per config; read, never changed)."""
         from cropseg.config import compose
 
-        try:
-            return compose(self.config, [])
-        except Exception as err:  # noqa: BLE001 - a broken packaged config is a bug, but say which
-            raise RuntimeError(f"{self.prog}: cannot compose conf/{self.config}.yaml: {err}") from err
+        if self.config not in _BASES:
+            try:
+                _BASES[self.config] = compose(self.config, [])
+            except Exception as err:  # noqa: BLE001 - a broken packaged config is a bug, but say which
+                raise RuntimeError(f"{self.prog}: cannot compose conf/{self.config}.yaml: {err}") from err
+        return _BASES[self.config]
 
     def overrides(self, argv: Sequence[str]) -> list[str]:
         """``argv`` as Hydra overrides (bare words put under the positional keys)."""
@@ -227,6 +280,15 @@ class Command:
         base = self._base()
 
         def default(key: str) -> Any:
+            if not key.startswith(("+", "~", "hydra.")) and not _has_key(base, key):
+                parent = key.rpartition(".")[0]
+                node = OmegaConf.select(base, parent, throw_on_missing=False) if parent else base
+                keys = [f"{parent}.{k}" if parent else str(k) for k in node.keys()] \
+                    if hasattr(node, "keys") and (not parent or _has_key(base, parent)) else list(map(str, base.keys()))
+                if parent and not keys:
+                    raise UserError(f"{self.prog}: {parent} has no keys yet: add one with +{key}=...")
+                raise UserError(f"{self.prog}: {key!r} is not a key of conf/{self.config}.yaml; "
+                                f"keys: {', '.join(keys)} ({self.prog} --help)")
             return OmegaConf.select(base, key.lstrip("+~"), default=None, throw_on_missing=False)
 
         out: list[str] = []
@@ -265,6 +327,11 @@ class Command:
 
         from cropseg.config import compose, to_container
 
+        passed: list[str] = []
+        if self.passthrough:
+            prefix = f"{self.passthrough}."
+            passed = [a[len(prefix):] for a in argv if a.startswith(prefix) and "=" in a]
+            argv = [a for a in argv if not (a.startswith(prefix) and "=" in a)]
         overrides = self.overrides(argv)
         check_group_overrides(self.config, overrides)
         try:
@@ -273,7 +340,11 @@ class Command:
             raise UserError(f"{self.prog}: {' '.join(str(err).split())[:300]}") from None
         except (HydraException, OmegaConfBaseException) as err:
             raise UserError(f"{self.prog}: {_hydra_message(err)}") from None
-        return to_container(cfg)
+        _check_types(self._base(), cfg, [o.partition("=")[0] for o in overrides], self.prog)
+        plain = to_container(cfg)
+        if self.passthrough:
+            plain[self.passthrough] = passed
+        return plain
 
     # -- help ----------------------------------------------------------------------------
     def usage(self) -> str:
@@ -294,7 +365,7 @@ class Command:
         width = min(34, max((len(k) + len(v) + 1 for k, v in items), default=10))
         for key, value in items:
             text = f"{key}={value}"
-            note = helps.get(key) or helps.get(key.rsplit(".", 1)[0], "")
+            note = helps.get(key, "")
             lines.append(f"  {text:<{width}}  {note}".rstrip() if note else f"  {text}")
         return "\n".join(lines)
 
@@ -319,15 +390,21 @@ class Command:
 
 @dataclass(frozen=True)
 class Group:
-    """A command of subcommands: ``cropseg prepare convert key=value ...``."""
+    """A command of subcommands: ``cropseg prepare convert key=value ...``.
+
+    With ``default``, arguments that do not start with a subcommand's name go to that one
+    (``cropseg publish MAPS...`` and ``cropseg publish status``).
+    """
 
     prog: str
     commands: dict[str, Command]
     summary: str = ""
+    default: str | None = None
 
     def usage(self) -> str:
         width = max(map(len, self.commands))
-        lines = [f"usage: {self.prog} SUBCOMMAND [key=value ...]", ""]
+        sub = f"[SUBCOMMAND] (default: {self.default})" if self.default else "SUBCOMMAND"
+        lines = [f"usage: {self.prog} {sub} [key=value ...]", ""]
         if self.summary:
             lines += [self.summary, ""]
         lines += ["subcommands:"] + [f"  {n:<{width}}  {c.summary}" for n, c in self.commands.items()]
@@ -336,9 +413,15 @@ class Group:
 
     def __call__(self, argv: Sequence[str]) -> int:
         argv = list(argv)
-        if not argv or argv[0] in {"-h", "--help", "help"}:
+        if self.default and argv and argv[0] in {"-h", "--help", "help"}:
+            others = [f"  {self.prog} {n}  {c.summary}" for n, c in self.commands.items() if n != self.default]
+            print(self.commands[self.default].usage() + "\n\nalso:\n" + "\n".join(others))
+            return 0
+        if (not argv and not self.default) or (argv and argv[0] in {"-h", "--help", "help"}):
             print(self.usage())
             return 0
+        if self.default and (not argv or argv[0] not in self.commands):
+            argv = [self.default, *argv]
         name, rest = argv[0], argv[1:]
         if name not in self.commands:
             raise UserError(f"{self.prog}: unknown subcommand {name!r}; choose one of: {', '.join(self.commands)}")

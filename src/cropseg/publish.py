@@ -1,8 +1,8 @@
 """``cropseg publish``: upload yearly cropland maps to Cloud Storage and ingest them into Earth Engine.
 
-    cropseg publish maps='out/2015_*_cropland.tif' bucket=gs://BUCKET/maps \\
-        asset=projects/PROJECT/assets/cropland/{year} [collection=...] [mode=ingest|cog] [--dry-run]
-    cropseg publish status [--no-poll] [--all]
+    cropseg publish 'out/2015_*_cropland.tif' bucket=gs://BUCKET/maps \\
+        asset=projects/PROJECT/assets/cropland/{year} [collection=...] [mode=ingest|cog] [dry_run=true]
+    cropseg publish status [poll=false] [all=true]
 
 1. Maps named ``{year}_{grid}_cropland.tif`` are grouped by year; each year's maps must
    share CRS, band count and data types.
@@ -15,15 +15,13 @@
    ``cropseg gee``. ``mode=cog``: one Cloud-GeoTIFF-backed asset per file.
    With ``collection``, images go into that ImageCollection (created if missing).
 
-``--dry-run`` needs no credentials: it writes the ingestion manifests (or asset requests)
-and ``uploads.json`` under ``dry_run.dir``.
+``dry_run=true`` needs no credentials: it writes the ingestion manifests (or asset requests)
+and ``uploads.json`` under ``dry_run_dir``. Every key: conf/publish.yaml (``--help``).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
-import glob
 import json
 import re
 import sys
@@ -34,9 +32,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cropseg import __version__
+from cropseg.command import Command, Group
 from cropseg.errors import UserError, report_user_errors
 from cropseg.io import write_text_atomic
-from cropseg.maps import MAP_NAME
+from cropseg.inputs import expand_inputs
+from cropseg.maps import MAP_GLOB, MAP_NAME
 
 ASSET_ID = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/assets|users/[A-Za-z0-9_-]+)(/[A-Za-z0-9_-]+)+$")
 PYRAMIDING = {"MEAN", "MODE", "MIN", "MAX", "SAMPLE", "MEDIAN"}
@@ -73,8 +73,10 @@ class Item:
 
 # -- inputs ---------------------------------------------------------------------------------
 
-def parse_bucket(bucket: str) -> tuple[str, str]:
-    bucket = str(bucket or "")
+def parse_bucket(bucket: str | None) -> tuple[str, str]:
+    if not bucket:
+        raise UserError("bucket is required (bucket=gs://BUCKET[/prefix]: where the maps are uploaded)")
+    bucket = str(bucket)
     if not bucket.startswith("gs://") or len(bucket) <= 5:
         raise UserError(f"bucket={bucket!r} must be a Cloud Storage URL gs://BUCKET[/prefix]")
     name, _, prefix = bucket[5:].partition("/")
@@ -101,13 +103,11 @@ def crc32c_b64(path: Path) -> str:
     return base64.b64encode(crc.digest()).decode()
 
 
-def read_maps(pattern: str) -> dict[int, list[MapFile]]:
-    """The maps matched by ``pattern``, grouped by year, each year's layout checked."""
+def read_maps(inputs) -> dict[int, list[MapFile]]:
+    """The maps named by ``inputs`` (files, globs, folders, list files), grouped by year, each year's layout checked."""
     import rasterio
 
-    paths = sorted(glob.glob(str(pattern)))
-    if not paths:
-        raise UserError(f"maps={pattern!r} matches no file")
+    paths = expand_inputs(inputs, (MAP_GLOB,), key="maps", what="maps")
     years: dict[int, list[MapFile]] = defaultdict(list)
     for p in map(Path, paths):
         m = MAP_NAME.match(p.name)
@@ -297,7 +297,7 @@ class PublishBackend:
 
 
 def write_dry_run(cfg: dict[str, Any], files: list[MapFile], items: list[Item]) -> Path:
-    out = Path(cfg["dry_run"]["dir"])
+    out = Path(cfg["dry_run_dir"])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -311,33 +311,15 @@ def write_dry_run(cfg: dict[str, Any], files: list[MapFile], items: list[Item]) 
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cropseg publish", description=__doc__.split("\n\n")[0])
-    p.add_argument("args", nargs="*", help="[status] and key=value config overrides (conf/publish.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="write manifests and the upload list; touch nothing")
-    p.add_argument("--follow", action="store_true", help="wait until every ingestion has finished")
-    p.add_argument("--no-poll", action="store_true", help="status: show the manifest without asking Earth Engine")
-    p.add_argument("--all", action="store_true", help="status: list every task")
-    return p
-
-
-def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) -> int:
+def execute(cfg: dict[str, Any], storage_client=None, backend=None, sleep=time.sleep) -> int:
     from cropseg.gee import engine
-    from cropseg.gee.cli import load_config, show_status
     from cropseg.gee.tasks import Manifest, Policy, TaskManager
 
-    args = _parser().parse_intermixed_args(argv)
-    status = bool(args.args) and args.args[0] == "status"
-    overrides = args.args[1:] if status else args.args
-    if status:
-        overrides = [*overrides, "maps=-", "bucket=-"]
-    cfg = load_config(overrides, "publish")
     policy = Policy.from_config(cfg["tasks"])
-    if status:
-        return show_status(cfg["tasks"]["manifest"], cfg.get("project"), policy, poll=not args.no_poll,
-                           show_all=args.all, backend=backend)
+    if not cfg["maps"]:
+        raise UserError("maps are required (cropseg publish MAPS... bucket=gs://...)")
     files, items = plan(cfg)
-    if args.dry_run:
+    if cfg["dry_run"]:
         out = write_dry_run(cfg, files, items)
         kind = "ingestion manifest(s)" if cfg.get("mode", "ingest") == "ingest" else "asset request(s)"
         print(f"dry run: {len(files)} upload(s) in {out}/uploads.json, {len(items)} {kind} in {out}/; nothing touched")
@@ -359,8 +341,29 @@ def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) ->
         raise
     print(f"uploads: {counts['uploaded']} uploaded, {counts['skipped']} already there")
     manager = TaskManager(manifest, backend, policy)
-    print(manager.run(items, args.follow, float(cfg["tasks"].get("poll_s", 60)), sleep=sleep))
+    print(manager.run(items, cfg["follow"], float(cfg["tasks"].get("poll_s", 60)), sleep=sleep))
     return 0
+
+
+def status(cfg: dict[str, Any], backend=None) -> int:
+    from cropseg.gee.tasks import Policy, show_status
+
+    return show_status(cfg["tasks"]["manifest"], cfg.get("project"), Policy.from_config(cfg["tasks"]),
+                       poll=cfg["poll"], show_all=cfg["all"], backend=backend)
+
+
+def commands(storage_client=None, backend=None, sleep=time.sleep) -> Group:
+    """``cropseg publish [MAPS...]`` and ``cropseg publish status`` (clients replaceable in tests)."""
+    return Group("cropseg publish", {
+        "upload": Command("cropseg publish", "publish", lambda c: execute(c, storage_client, backend, sleep),
+                          "upload maps to Cloud Storage and ingest them into Earth Engine", ("maps...",)),
+        "status": Command("cropseg publish status", "publish", lambda c: status(c, backend),
+                          "show the publishing tasks (and ask Earth Engine about those in flight)"),
+    }, "Upload cropland maps to Cloud Storage and ingest them into Earth Engine.", default="upload")
+
+
+def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) -> int:
+    return commands(storage_client, backend, sleep)(argv)
 
 
 @report_user_errors

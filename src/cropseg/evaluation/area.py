@@ -209,6 +209,7 @@ class AreaConfig:
     cell_size: float | None = None
     spec: MapSpec = field(default_factory=MapSpec)
     plots: bool = True
+    year: int | None = None  # only maps of this year; maps without a year in name or tags are this year's
 
 
 def evaluate_area(cfg: AreaConfig) -> dict:
@@ -219,7 +220,7 @@ def evaluate_area(cfg: AreaConfig) -> dict:
     if cfg.cell_size is not None and not cfg.cell_size > 0:
         raise UserError(f"--cell-size {cfg.cell_size}: must be a positive number of degrees")
     regions = load_regions(cfg.regions, cfg.region_id) if cfg.regions else None
-    maps = open_maps(cfg.maps, cfg.spec, need_year=True)
+    maps = open_maps(cfg.maps, cfg.spec, year=cfg.year, need_year=True)
     table, info = area_table(maps, regions, cfg.cell_size)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

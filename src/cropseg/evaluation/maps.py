@@ -9,11 +9,10 @@ values given as ``class_values``); an optional band 2 holds the class (0/1). Nod
 
 from __future__ import annotations
 
-import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -21,38 +20,14 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from cropseg.errors import UserError
+from cropseg.inputs import expand_inputs
 from cropseg.maps import MAP_GLOB, MAP_NAME, PROB_SCALE
 
 KINDS = ("auto", "probability", "class")
 
 
-def expand_inputs(inputs: Iterable[str | Path], what: str = "maps") -> list[Path]:
-    """Files, folders (their ``*_cropland.tif``, else ``*.tif``) and glob patterns, sorted, unique."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(p.glob(MAP_GLOB)) or sorted(p.glob("*.tif")) + sorted(p.glob("*.tiff"))
-            if not found:
-                raise UserError(f"{p}: folder holds no GeoTIFF {what}")
-            out += found
-        elif any(ch in str(item) for ch in "*?["):
-            found = sorted(Path(f) for f in glob.glob(str(item)))
-            if not found:
-                raise UserError(f"{item}: pattern matches no {what}")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise UserError(f"{p}: {what[:-1] if what.endswith('s') else what} not found")
-    seen, unique = set(), []
-    for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    if not unique:
-        raise UserError(f"no {what} given")
-    return unique
+#: Maps inside a folder: cropseg's maps, else any GeoTIFF (another product).
+MAP_PATTERNS = (MAP_GLOB, ("*.tif", "*.tiff"))
 
 
 @dataclass
@@ -223,13 +198,24 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
 
 
 def open_maps(inputs: Sequence[str | Path], spec: MapSpec | None = None, year: int | None = None,
-              need_year: bool = False, what: str = "maps") -> list[MapRaster]:
-    maps = [open_map(p, spec, year) for p in expand_inputs(inputs, what)]
+              need_year: bool = False, what: str = "maps", key: str = "maps") -> list[MapRaster]:
+    """The maps named by ``inputs``, inspected. With ``year``: only maps of that year, and maps
+    whose name and tags carry no year are taken as that year."""
+    maps = [open_map(p, spec) for p in expand_inputs(inputs, MAP_PATTERNS, key=key, what=what)]
+    if year is not None:
+        for m in maps:
+            if m.year is None:
+                m.year = int(year)
+        kept = [m for m in maps if m.year == int(year)]
+        if not kept:
+            years = ", ".join(sorted({str(m.year) for m in maps}))
+            raise UserError(f"year={year}: none of the {len(maps)} {what} is of that year (they are of {years})")
+        maps = kept
     if need_year:
         missing = [m.path.name for m in maps if m.year is None]
         if missing:
             raise UserError(f"{missing[0]}: cannot tell the map's year (name it {{year}}_{{grid}}_cropland.tif, "
-                            "tag it 'year', or pass --year)")
+                            "tag it 'year', or pass year=YEAR)")
     return maps
 
 

@@ -1,18 +1,17 @@
 """Export a checkpoint for deployment without the training stack: ONNX and/or TorchScript.
 
-``cropseg export model.ckpt --out model --format onnx torchscript`` writes ``model.onnx``,
+``cropseg export model.ckpt out=model formats=onnx,torchscript`` writes ``model.onnx``,
 ``model.pt`` and ``model.json`` (the metadata: bands, normalization, patch size,
 threshold, architecture, cropseg version). By default the exported graph takes the raw
 bands in the checkpoint's order (N, C, H, W float32, reflectance as in the composites;
 NaN allowed, treated as the original workflow did: 0) and returns the cropland
 probability (N, 1, H, W); normalization, temperature and sigmoid are inside.
-``--raw`` exports the bare network (normalized input → logits) instead. The metadata is
+``raw=true`` exports the bare network (normalized input → logits) instead. The metadata is
 also embedded: ONNX ``metadata_props`` and a ``cropseg.json`` extra file in TorchScript.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 import torch
 
 import cropseg
-from cropseg.errors import UserError, report_user_errors
+from cropseg.command import Command
+from cropseg.errors import UserError
 from cropseg.io import atomic_path
 
 FORMATS = ("onnx", "torchscript")
@@ -81,7 +81,7 @@ def export(ckpt: str | Path, out: str | Path, formats: tuple[str, ...] = FORMATS
         out = out.with_suffix("")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise UserError(f"--format {unknown[0]!r} is not known; choose from: {', '.join(FORMATS)}")
+        raise UserError(f"formats: {unknown[0]!r} is not known; choose from: {', '.join(FORMATS)}")
     module = load_model(ckpt).float()
     if module.hparams.get("channels_last"):
         module.net = module.net.to(memory_format=torch.contiguous_format)
@@ -148,20 +148,14 @@ def _compare(kind: str, got: torch.Tensor, expected: torch.Tensor) -> None:
         raise RuntimeError(f"{kind} export differs from the PyTorch model by {err:.2g}")
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cropseg export", description="Export a checkpoint to ONNX and/or TorchScript.")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", default=None, help="output path without suffix (default: next to the checkpoint)")
-    p.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS)
-    p.add_argument("--raw", action="store_true", help="export the bare network (normalized input -> logits)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--no-check", action="store_true", help="skip comparing the export with PyTorch")
-    a = p.parse_args(argv)
-    out = a.out or str(Path(a.checkpoint).with_suffix(""))
-    written = export(a.checkpoint, out, tuple(a.format), a.raw, a.opset, not a.no_check)
+def run(cfg: dict) -> int:
+    out = cfg["out"] or str(Path(cfg["ckpt"]).with_suffix(""))
+    written = export(cfg["ckpt"], out, tuple(cfg["formats"]), cfg["raw"], cfg["opset"], cfg["check"])
     print("cropseg export: " + ", ".join(f"{k} -> {v}" for k, v in written.items()))
     return 0
+
+
+main = Command("cropseg export", "export", run, "Export a checkpoint to ONNX and/or TorchScript.", ("ckpt",)).main
 
 
 if __name__ == "__main__":
