@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cropseg.bands import DEFAULT_BANDS, ndvi
 from cropseg.command import Command
 from cropseg.errors import UserError
 from cropseg.io import write_text_atomic
+from cropseg.parallel import parallel_map
 
 from .index import NUM_CLASSES, patch_class
 from .patches import patch_name, patch_path, write_list, write_patch
@@ -190,7 +190,7 @@ def _write_one(args: tuple[DemoSpec, int, str]) -> tuple[str, int]:
     return name, int(patch_class(float(label[np.isfinite(data).all(-1)].mean())))
 
 
-def generate_demo(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 0, force: bool = False) -> Path:
+def generate_demo(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 1, force: bool = False) -> Path:
     """Write ``out/data/*.h5``, ``out/train.txt``, ``out/val.txt`` and ``out/demo.json``.
 
     Rerunning with the same spec reuses what exists (patches are written atomically, the
@@ -208,11 +208,7 @@ def generate_demo(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 0
         if old is not None:
             raise UserError(f"{manifest}: demo data with other parameters exists there; use another folder or force=true")
     jobs = [(spec, i, str(out)) for i in range(spec.num_patches)]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_write_one, jobs))
-    else:
-        results = [_write_one(j) for j in jobs]
+    results = list(parallel_map(_write_one, jobs, workers))
     names = [n for n, _ in results]
     val = [n for i, n in enumerate(names) if i % spec.val_every == spec.val_every - 1]
     train = [n for i, n in enumerate(names) if i % spec.val_every != spec.val_every - 1]

@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -401,19 +400,13 @@ def pack(root: str | Path, out: str | Path, *, names: Sequence[str] | None = Non
     skipped = n - sum(j["stop"] - j["start"] for j in jobs)
     from tqdm.auto import tqdm
 
-    workers = workers or os.cpu_count() or 1
+    from cropseg.parallel import parallel_map
+
     errors: list[str] = []
     with tqdm(total=n, initial=skipped, desc="packing patches", unit="patch", disable=not progress) as bar:
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                for res in pool.map(_pack_chunk, jobs):
-                    errors += [res["error"]] if "error" in res else []
-                    bar.update(res.get("done", 0))
-        else:
-            for job in jobs:
-                res = _pack_chunk(job)
-                errors += [res["error"]] if "error" in res else []
-                bar.update(res.get("done", 0))
+        for res in parallel_map(_pack_chunk, jobs, workers, chunksize=1):
+            errors += [res["error"]] if "error" in res else []
+            bar.update(res.get("done", 0))
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise UserError(f"prepare pack: {len(errors)} patch(es) could not be packed: " + "; ".join(errors[:3]) + more

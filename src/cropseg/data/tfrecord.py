@@ -36,6 +36,8 @@ from cropseg.io import atomic_path
 
 from .patches import patch_name, patch_path, write_patch
 
+#: Folder (in the output) where the workers of one conversion claim patch names; its owner's pid follows.
+CLAIMS_PREFIX = ".convert-claims-"
 #: Scalar properties of every Earth Engine sample record.
 ID_KEY = "ID"
 GRID_KEY = "GridID"
@@ -495,42 +497,55 @@ def _convert_job(args: tuple[str, str, ConvertSpec, str]) -> FileResult:
     return convert_file(path, out, spec, claims)
 
 
+def _remove_stale_claims(out: Path) -> None:
+    """Remove claim folders of runs that no longer exist (``kill -9``, a crash): their owner's
+    pid is in the name; a run still going (another process converting into ``out``) keeps its own."""
+    import shutil
+
+    for folder in out.glob(f"{CLAIMS_PREFIX}*"):
+        pid = folder.name[len(CLAIMS_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def convert_many(files: Sequence[str | Path], out: str | Path, spec: ConvertSpec, workers: int = 0,
                  progress: bool = True, log_path: str | Path | None = None) -> ConvertSummary:
-    """Convert ``files`` in parallel (one process per file at a time); write a CSV log of every problem."""
+    """Convert ``files`` in parallel (one process per file at a time, ``cropseg.parallel``); write a
+    CSV log of every problem."""
     import csv
     import shutil
     import tempfile
     import time
-    from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
+
+    from cropseg.parallel import parallel_map
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    claims = Path(tempfile.mkdtemp(prefix=".convert-claims-", dir=out))
+    _remove_stale_claims(out)
+    claims = Path(tempfile.mkdtemp(prefix=f"{CLAIMS_PREFIX}{os.getpid()}-", dir=out))
     summary = ConvertSummary()
     logs: list[tuple[str, str, str, str]] = []
     jobs = [(str(f), str(out), spec, str(claims)) for f in files]
-    workers = min(workers or (os.cpu_count() or 1), len(jobs))
     bar = tqdm(total=len(jobs), desc="converting", unit="file", disable=not progress)
     try:
-        if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                results = pool.map(_convert_job, jobs)
-                for r in results:
-                    summary.add(r)
-                    logs += r.log
-                    bar.update()
-                    bar.set_postfix(written=summary.written, failed=summary.failed, refresh=False)
-        else:
-            for job in jobs:
-                r = _convert_job(job)
-                summary.add(r)
-                logs += r.log
-                bar.update()
-                bar.set_postfix(written=summary.written, failed=summary.failed, refresh=False)
+        for r in parallel_map(_convert_job, jobs, workers, chunksize=1):
+            summary.add(r)
+            logs += r.log
+            bar.update()
+            bar.set_postfix(written=summary.written, failed=summary.failed, refresh=False)
     finally:
         bar.close()
         shutil.rmtree(claims, ignore_errors=True)
