@@ -34,7 +34,7 @@ from cropseg.bands import DEFAULT_BANDS, LABEL_BAND
 from cropseg.errors import UserError
 from cropseg.io import atomic_path
 
-from .patches import patch_name, patch_path, write_patch
+from .patches import patch_name, patch_path, read_attrs, write_patch
 
 #: Folder (in the output) where the workers of one conversion claim patch names; its owner's pid follows.
 CLAIMS_PREFIX = ".convert-claims-"
@@ -278,6 +278,10 @@ def convert_file(path: str | Path, out: str | Path, spec: ConvertSpec, claims: s
                         raise RecordError(f"duplicate GridID-ID {name} (first seen in {owner})")
                 target = patch_path(out, name)
                 if target.exists():
+                    earlier = _converted_from(target)
+                    if earlier is not None and earlier != path.name:
+                        # Another file's record: not a rerun of this one, a duplicate GridID-ID across exports.
+                        raise RecordError(f"duplicate GridID-ID {name} (already converted from {earlier})")
                     res.existing += 1
                     continue
                 write_patch(target, data, label, spec.bands, grid_id=grid_id, point_id=point_id, year=spec.year,
@@ -293,6 +297,18 @@ def convert_file(path: str | Path, out: str | Path, spec: ConvertSpec, claims: s
         res.reasons[kind] = res.reasons.get(kind, 0) + 1
         res.log.append((str(path), "-", "", str(err)))
     return res
+
+
+def _converted_from(target: Path) -> str | None:
+    """The TFRecord file name a converted patch came from (its ``source`` attribute ``FILE#INDEX``), or
+    None for patches written without one (older conversions, other tools)."""
+    try:
+        source = read_attrs(target).get("source")
+    except UserError:
+        return None
+    if not isinstance(source, str) or "#" not in source:
+        return None
+    return source.rsplit("#", 1)[0]
 
 
 def read_file_arrays(path: str | Path, spec: ConvertSpec) -> tuple[int, int]:
