@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 PROB_SCALE = 200  # uint8 DN per unit probability: p = DN / 200
+#: The one nodata value of every uint8 raster and label cropseg writes or reads by convention
+#: (maps, agreement and change rasters, packed-store labels, demo labels); the training label
+#: ``cropseg.data.transforms.IGNORE`` is this value as a float.
 NODATA = 255
 #: Output name of a map, from its scene's stem.
 OUTPUT_PATTERN = "{stem}_cropland.tif"

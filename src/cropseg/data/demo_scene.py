@@ -18,6 +18,7 @@ from cropseg.bands import DEFAULT_BANDS, LABEL_BAND
 from cropseg.command import Command
 from cropseg.errors import UserError
 from cropseg.io import atomic_path
+from cropseg.maps import NODATA
 
 from .demo import render_scene
 
@@ -54,9 +55,9 @@ def write_demo_scene(path: str | Path, height: int = 300, width: int = 400, seed
                 dst.set_band_description(i, band)
             dst.update_tags(source="cropseg-demo", year=str(year), seed=str(seed))
     if label_path is not None:
-        lp = dict(profile, count=1, dtype="uint8", nodata=255)
+        lp = dict(profile, count=1, dtype="uint8", nodata=NODATA)
         lab = label.astype(np.uint8)
-        lab[~np.isfinite(data).all(-1)] = 255
+        lab[~np.isfinite(data).all(-1)] = NODATA
         with atomic_path(label_path) as tmp:
             with rasterio.open(tmp, "w", **lp) as dst:
                 dst.write(lab, 1)

@@ -37,6 +37,7 @@ import pandas as pd
 from cropseg.bands import Normalization
 from cropseg.errors import UserError
 from cropseg.io import atomic_path, write_text_atomic
+from cropseg.maps import NODATA
 
 from .datamodule import PatchDataset
 from .index import INDEX_COLUMNS, describe_arrays
@@ -50,7 +51,7 @@ PLAN = "plan.json"
 PARTS = ".parts"
 INDEX = "index.csv"
 ARRAYS = {"image16": np.float16, "image32": np.float32, "label": np.uint8}
-LABEL_NODATA = int(IGNORE)  # label nodata in the store is the training IGNORE value
+LABEL_NODATA = NODATA  # cropseg's one nodata value (cropseg.maps.NODATA), the training IGNORE
 #: Bands stored as float32 by default: Dem in metres reaches ~9000, where float16's step is 8 m.
 DEFAULT_FLOAT32_BANDS = ("Dem",)
 F16_MAX = float(np.finfo(np.float16).max)

@@ -5,7 +5,7 @@ size of the map; nearest by default, ``mode`` when the reference is finer), pixe
 valid in both are compared, and every count is an area (true pixel areas), so tiles
 at different latitudes weigh what they cover. Codes of the agreement map:
 0 both non-cropland, 1 both cropland, 2 map only (commission), 3 reference only
-(omission), 255 no data in either.
+(omission), ``cropseg.maps.NODATA`` (255) no data in either.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rasterio.vrt import WarpedVRT
 
 from cropseg.errors import UserError
 from cropseg.io import atomic_path
+from cropseg.maps import NODATA
 
 from .geodesy import row_pixel_areas
 from .maps import MapRaster, MapSpec, open_map, open_maps
@@ -51,7 +52,7 @@ def compare(m: MapRaster, ref: MapRaster, resampling: Resampling, out_tif: Path 
     areas = np.zeros(5)
     counts = np.zeros(5, np.int64)
     profile = dict(driver="GTiff", width=m.width, height=m.height, count=1, dtype="uint8", crs=m.crs,
-                   transform=m.transform, nodata=255, compress="lzw", tiled=True, blockxsize=256, blockysize=256)
+                   transform=m.transform, nodata=NODATA, compress="lzw", tiled=True, blockxsize=256, blockysize=256)
     with contextlib.ExitStack() as stack:
         ds = stack.enter_context(rasterio.open(m.path))
         rsrc = stack.enter_context(rasterio.open(ref.path))
@@ -69,7 +70,7 @@ def compare(m: MapRaster, ref: MapRaster, resampling: Resampling, out_tif: Path 
             rcrop, rvalid, _ = ref.interpret(vrt.read(ref.bands_to_read(), window=win))
             rvalid &= vrt.read_masks(1, window=win) > 0
             both = valid & rvalid
-            code = np.full(crop.shape, 255, np.uint8)
+            code = np.full(crop.shape, NODATA, np.uint8)
             code[both] = np.where(crop & rcrop, 1, np.where(crop & ~rcrop, 2, np.where(~crop & rcrop, 3, 0)))[both]
             a = row_pixel_areas(m.transform, int(win.height), m.crs, int(win.row_off))[:, None]
             for k in range(4):

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from cropseg.errors import UserError
+from cropseg.maps import NODATA
 
 from .geodesy import row_pixel_areas
 from .maps import MapRaster, MapSpec, maps_by_year, open_maps
@@ -172,7 +173,7 @@ def area_table(maps: Sequence[MapRaster], regions: Regions | None = None, cell_s
 
 def change_rasters(maps: Sequence[MapRaster], first: int, last: int, out_dir: Path) -> list[Path]:
     """Per map tile present in both years with the same grid: 0 stable non-cropland, 1 stable cropland,
-    2 gain, 3 loss, 255 nodata (uint8 GeoTIFF)."""
+    2 gain, 3 loss, ``cropseg.maps.NODATA`` nodata (uint8 GeoTIFF)."""
     from cropseg.io import atomic_path
 
     by_year = maps_by_year(maps)
@@ -185,7 +186,7 @@ def change_rasters(maps: Sequence[MapRaster], first: int, last: int, out_dir: Pa
             continue
         path = out_dir / f"change_{first}_{last}_{grid}.tif"
         profile = dict(driver="GTiff", width=ma.width, height=ma.height, count=1, dtype="uint8", crs=ma.crs,
-                       transform=ma.transform, nodata=255, compress="lzw")
+                       transform=ma.transform, nodata=NODATA, compress="lzw")
         with rasterio.open(ma.path) as da, rasterio.open(mb.path) as db, atomic_path(path) as tmp:
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.write_colormap(1, {0: (230, 230, 230, 255), 1: (120, 170, 90, 255), 2: (30, 90, 200, 255),
@@ -194,7 +195,7 @@ def change_rasters(maps: Sequence[MapRaster], first: int, last: int, out_dir: Pa
                                 years=f"{first}->{last}")
                 for (win, ca, va, _), (_, cb, vb, _) in zip(ma.blocks(da), mb.blocks(db)):
                     code = np.where(ca & cb, 1, np.where(~ca & cb, 2, np.where(ca & ~cb, 3, 0))).astype(np.uint8)
-                    code[~(va & vb)] = 255
+                    code[~(va & vb)] = NODATA
                     dst.write(code, 1, window=win)
         written.append(path)
     return written

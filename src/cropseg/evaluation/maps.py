@@ -4,7 +4,7 @@ A map is a GeoTIFF named ``{year}_{grid}_cropland.tif`` (the naming rule lives i
 ``MAP_NAME``). Band 1 is either a cropland probability (uint8 0..scale, scale from the
 ``probability_scale`` tag, else 200 for integers, 1 for floats) or a class (0/1, or the
 values given as ``class_values``); an optional band 2 holds the class (0/1). Nodata
-(255 by convention, or the file's nodata, or NaN) is never cropland and never counted.
+(``cropseg.maps.NODATA`` for uint8 maps without a declared one, or the file's nodata, or NaN) is never cropland and never counted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from cropseg.errors import UserError
 from cropseg.inputs import expand_inputs
-from cropseg.maps import MAP_GLOB, MAP_NAME, PROB_SCALE
+from cropseg.maps import MAP_GLOB, MAP_NAME, NODATA, PROB_SCALE
 
 KINDS = ("auto", "probability", "class")
 
@@ -156,7 +156,7 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
         nodata = ds.nodata
         is_float = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
         if nodata is None and ds.dtypes[0] == "uint8" and spec.kind != "class" and not is_float:
-            nodata = 255.0
+            nodata = float(NODATA)
         scale_tag = tags.get("probability_scale") or band_tags.get("probability_scale")
         kind = spec.kind
         if kind == "auto":
@@ -188,7 +188,7 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
         if not 0 <= threshold <= 1:
             raise UserError(f"--threshold {threshold}: must be between 0 and 1")
         if kind == "class" and nodata is None and ds.dtypes[0] == "uint8":
-            nodata = 255.0
+            nodata = float(NODATA)
         m = MapRaster(path=path, year=year if year is not None else y, grid=grid, crs=ds.crs,
                       transform=ds.transform, width=ds.width, height=ds.height, bounds=ds.bounds,
                       nodata=nodata, kind=kind, scale=scale, threshold=threshold, class_band=class_band,
