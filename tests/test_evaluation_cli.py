@@ -126,6 +126,11 @@ def test_bad_input_one_line(demo, tmp_path):
     (tmp_path / "empty.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
     _one_line_error(run_cli("area", maps, f"regions={tmp_path / 'empty.geojson'}"), "empty region set")
     _one_line_error(run_cli("points", str(tmp_path / "missing.csv"), maps, "truth_column=c"), "not found")
+    # An output folder that cannot be made fails before the work, not with a traceback after it.
+    (tmp_path / "a-file").write_text("")
+    for sub in ("points", "area"):
+        args = [str(demo / "points.csv"), maps, "truth_column=class", "cropland_values=10"] if sub == "points" else [maps]
+        _one_line_error(run_cli(sub, *args, f"out={tmp_path / 'a-file' / 'o'}"), f"{tmp_path / 'a-file'} is a file")
 
 
 def test_points_outside_every_raster_are_counted(demo, tmp_path):

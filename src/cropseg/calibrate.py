@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from cropseg.command import Command
 from cropseg.errors import UserError, choose
-from cropseg.io import atomic_path, write_text_atomic
+from cropseg.io import atomic_path, ensure_output_dir, ensure_output_file, write_text_atomic
 
 log = logging.getLogger("cropseg.calibrate")
 
@@ -157,6 +157,10 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
 
 def run(cfg: dict[str, Any]) -> int:
     opts = check_options(cfg)
+    if opts["out"]:
+        ensure_output_file(opts["out"], "out")
+    if opts["out_dir"]:
+        ensure_output_dir(opts["out_dir"], "out_dir")
     r = calibrate(opts["ckpt"], opts["metric"], opts["out"], opts["out_dir"], opts["data"], opts["bins"],
                   opts["max_pixels"], opts["device"], opts["batch_size"], opts["min_class_pixels"])
     m = r["metric"]

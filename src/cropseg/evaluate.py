@@ -137,7 +137,9 @@ def _timed(func):
 
 def run_demo(cfg: dict) -> int:
     from cropseg.evaluation.demo import generate
+    from cropseg.io import ensure_output_dir
 
+    ensure_output_dir(cfg["out"], "out")
     s = generate(cfg["out"], seed=cfg["seed"])
     print(f"demo: {s['maps']} maps ({len(s['years'])} years), {s['points']} points, {s['regions']} regions in {cfg['out']}")
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from cropseg.bands import DEFAULT_BANDS, LABEL_BAND
 from cropseg.command import Command, Group
 from cropseg.errors import UserError
+from cropseg.io import ensure_output_dir, ensure_output_file
 
 EXIT_DATA_PROBLEMS = 1
 
@@ -68,6 +69,9 @@ def cmd_convert(o: dict) -> int:
     if o["out_size"] < 1 or (o["in_size"] is not None and o["in_size"] < o["out_size"]):
         raise UserError(f"prepare convert: in_size={o['in_size']} must be >= out_size={o['out_size']} >= 1")
     files = find_tfrecords(o["in"], key="in")
+    ensure_output_dir(o["out"], "out")
+    if o["log"]:
+        ensure_output_file(o["log"], "log")
     spec = ConvertSpec(bands=tuple(o["bands"] or DEFAULT_BANDS), label=o["label"] or LABEL_BAND, in_size=o["in_size"], out_size=o["out_size"],
                        max_nodata=o["max_nodata"], year=o["year"],
                        compression=None if o["compression"] == "none" else o["compression"], level=o["level"])
@@ -96,7 +100,7 @@ def cmd_describe(o: dict) -> int:
     from cropseg.data.describe import write_describe
 
     root, names = _root_names(o)
-    out = Path(o["out"])
+    out = ensure_output_dir(o["out"], "out")
     t0 = time.time()
     r = write_describe(root, out, names, workers=o["workers"], progress=_progress(), max_pixels=o["max_pixels"], seed=o["seed"])
     st = r["stats"]
@@ -115,7 +119,7 @@ def cmd_plots(o: dict) -> int:
     from cropseg.data.describe import plot_all
 
     root, names = _root_names(o)
-    out = Path(o["out"])
+    out = ensure_output_dir(o["out"], "out")
     paths = plot_all(root, out, names, workers=o["workers"], progress=_progress(), num_previews=o["previews"],
                      max_pixels=o["max_pixels"], seed=o["seed"])
     print(f"wrote {len(paths)} plot(s) to {out}: " + ", ".join(p.name for p in paths))
@@ -130,6 +134,7 @@ def cmd_split(o: dict) -> int:
     root, names = _root_names(o)
     if o["group"] not in {"grid", "none"}:
         raise UserError(f"prepare split: group={o['group']!r}; choose one of: grid, none")
+    ensure_output_dir(o["out"], "out")
     index = build_index(root, names, workers=o["workers"], progress=_progress())
     index["GridID"] = [split_name(n)[0] for n in index["name"]]
     out = Path(o["out"])
@@ -157,6 +162,7 @@ def cmd_demo_tfrecords(o: dict) -> int:
         root = demo / "data"
     if o["pad"] < 0:
         raise UserError("prepare demo-tfrecords: pad must be >= 0")
+    ensure_output_dir(o["out"], "out")
     files = patches_to_tfrecords(root, o["out"], patch_names(root, o["list"]), pad=o["pad"])
     print(f"wrote {len(files)} Earth Engine-format TFRecord file(s) (GZIP, one per grid cell) to {o['out']} from {root}")
     print(f"  next: cropseg prepare convert in={o['out']} out=DIR out_size=<patch size>  (records are patch size + {o['pad']})")
@@ -166,6 +172,8 @@ def cmd_demo_tfrecords(o: dict) -> int:
 def cmd_pack(o: dict) -> int:
     from cropseg.data.store import run_pack
 
+    if o["root"] and Path(o["root"]).is_dir():  # a missing root is reported by pack, in its words
+        ensure_output_dir(o["out"], "out")
     return run_pack(o)
 
 def _command(name: str, func, summary: str, positional: tuple[str, ...] = ()) -> Command:

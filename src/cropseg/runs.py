@@ -19,7 +19,7 @@ import yaml
 
 from cropseg.command import Command, Group
 from cropseg.errors import UserError, choose
-from cropseg.io import write_text_atomic
+from cropseg.io import ensure_output_file, write_text_atomic
 
 #: Overrides that say where, not what: left out of the table.
 HIDDEN_PREFIXES = ("paths.", "hydra.", "trainer.default_root_dir", "hparams_search")
@@ -155,10 +155,11 @@ def run_summarize(a: dict) -> int:
     root = Path(a["dir"])
     metric = a["metric"]
     mode = choose("mode", a["mode"], ("max", "min"), key="mode") if a["mode"] else None
-    df = summarize(root, metric, mode)
     prefix = Path(a["out"]) if a["out"] else root / "runs_summary"
+    if root.is_dir() or a["out"]:
+        ensure_output_file(prefix.with_name(prefix.name + ".csv"), "out")
+    df = summarize(root, metric, mode)
     md = _markdown(df)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(prefix.with_name(prefix.name + ".csv"), df.to_csv(index=False))
     write_text_atomic(prefix.with_name(prefix.name + ".md"), md)
     print(md)

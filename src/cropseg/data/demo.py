@@ -23,7 +23,7 @@ import numpy as np
 from cropseg.bands import DEFAULT_BANDS, ndvi
 from cropseg.command import Command
 from cropseg.errors import UserError
-from cropseg.io import write_text_atomic
+from cropseg.io import ensure_output_dir, write_text_atomic
 from cropseg.parallel import parallel_map
 
 from .index import NUM_CLASSES, patch_class
@@ -226,6 +226,7 @@ def ensure_demo(root: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
 def run(cfg: dict) -> int:
     if cfg["num_patches"] < 1 or cfg["size"] < 16:
         raise UserError("num_patches must be >= 1 and size >= 16")
+    ensure_output_dir(cfg["out"], "out")
     t0 = time.time()
     spec = DemoSpec(num_patches=cfg["num_patches"], size=cfg["size"], seed=cfg["seed"])
     out = generate_demo(cfg["out"], spec, workers=cfg["workers"], force=cfg["force"])

@@ -17,7 +17,7 @@ import numpy as np
 from cropseg.bands import DEFAULT_BANDS, LABEL_BAND
 from cropseg.command import Command
 from cropseg.errors import UserError
-from cropseg.io import atomic_path
+from cropseg.io import atomic_path, ensure_output_dir
 from cropseg.maps import NODATA
 
 from .demo import render_scene
@@ -70,7 +70,7 @@ def run(a: dict) -> int:
         raise UserError("height and width must be >= 1")
     bands = list(a["bands"] or DEFAULT_BANDS)
     t0 = time.time()
-    out = Path(a["out"])
+    out = ensure_output_dir(a["out"], "out")
     written = []
     for k, grid in enumerate(a["grids"]):
         for year in a["years"]:

@@ -22,7 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from cropseg.errors import UserError
-from cropseg.io import atomic_path
+from cropseg.io import atomic_path, ensure_output_dir
 from cropseg.maps import NODATA
 
 from .geodesy import row_pixel_areas
@@ -104,6 +104,7 @@ def evaluate_agreement(cfg: AgreementConfig) -> dict:
         resampling = Resampling[cfg.resampling]
     except KeyError:
         raise UserError(f"--resampling {cfg.resampling!r}: choose one of nearest, mode, min, max, med") from None
+    out = ensure_output_dir(cfg.out, "out")
     ref = open_map(cfg.reference, cfg.reference_spec)
     maps = open_maps(cfg.maps, cfg.spec)
     if cfg.year is not None:
@@ -117,8 +118,6 @@ def evaluate_agreement(cfg: AgreementConfig) -> dict:
             raise UserError(f"mismatched years: reference {ref.path.name} is for {ref.year}, maps are for {years} "
                             "(pass --year YEAR to compare anyway)")
         maps = same
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows, tifs = [], []
     total_a, total_c = np.zeros(5), np.zeros(5, np.int64)
     for m in maps:

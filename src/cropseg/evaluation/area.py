@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from cropseg.errors import UserError
+from cropseg.io import ensure_output_dir
 from cropseg.maps import NODATA
 
 from .geodesy import row_pixel_areas
@@ -220,11 +221,10 @@ def evaluate_area(cfg: AreaConfig) -> dict:
         raise UserError("give either --regions or --cell-size, not both")
     if cfg.cell_size is not None and not cfg.cell_size > 0:
         raise UserError(f"--cell-size {cfg.cell_size}: must be a positive number of degrees")
+    out = ensure_output_dir(cfg.out, "out")
     regions = load_regions(cfg.regions, cfg.region_id) if cfg.regions else None
     maps = open_maps(cfg.maps, cfg.spec, year=cfg.year, need_year=True)
     table, info = area_table(maps, regions, cfg.cell_size)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     _write_csv(table, out / "area.csv")
     years = info["years"]
     files = [str(out / "area.csv")]

@@ -18,6 +18,7 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import silhouette_score
 
 from cropseg.errors import UserError
+from cropseg.io import ensure_output_dir
 
 from .maps import MapSpec
 
@@ -111,7 +112,7 @@ def evaluate_clusters(cfg: ClustersConfig) -> dict:
     from .area import AreaConfig, evaluate_area, load_regions
     from .points import _write_csv
 
-    out = Path(cfg.out)
+    out = ensure_output_dir(cfg.out, "out")
     if cfg.table:
         path = Path(cfg.table)
         if not path.exists():
@@ -131,7 +132,6 @@ def evaluate_clusters(cfg: ClustersConfig) -> dict:
     wide, dropped = trajectories(table)
     k: int | str = cfg.k if cfg.k == "auto" else _as_int(cfg.k)
     res = cluster_trajectories(wide, k, cfg.method, cfg.features, cfg.k_max, cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
     per_region = wide.copy()
     per_region.columns = [f"fraction_{c}" for c in wide.columns]
     per_region.insert(0, "cluster", res["labels"])

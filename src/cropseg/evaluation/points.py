@@ -18,7 +18,7 @@ import pandas as pd
 from rasterio.warp import transform as warp_transform
 
 from cropseg.errors import UserError
-from cropseg.io import atomic_path, write_text_atomic
+from cropseg.io import atomic_path, ensure_output_dir, write_text_atomic
 
 from .maps import MapRaster, MapSpec, maps_by_year, open_maps
 from .metrics import METRICS, binary_metrics, bootstrap, stratified
@@ -230,6 +230,7 @@ def _stratified_rows(frame: pd.DataFrame, cfg: PointsConfig, maps: list[MapRaste
 
 
 def evaluate_points(cfg: PointsConfig) -> dict:
+    out = ensure_output_dir(cfg.out, "out")
     pts = read_points(cfg.points, cfg.x_column, cfg.y_column, cfg.crs)
     truth_to_binary(pts.table, cfg.truth_column, cfg.truth_values, str(pts.path))  # fail early
     maps = open_maps(cfg.maps, cfg.spec, year=None)
@@ -256,8 +257,6 @@ def evaluate_points(cfg: PointsConfig) -> dict:
     metrics = pd.DataFrame(rows)
     strat = _stratified_rows(frame, cfg, maps) if cfg.stratum_areas else []
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     per_point = frame.drop(columns=["_year"], errors="ignore").rename(columns={"_x": "x", "_y": "y"})
     _write_csv(per_point, out / "points.csv")
     _write_csv(metrics, out / "metrics.csv")

@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape
 from cropseg.command import Command
 from cropseg.errors import UserError
 from cropseg.inputs import expand_inputs
-from cropseg.io import atomic_path
+from cropseg.io import atomic_path, ensure_output_file
 from cropseg.maps import MAP_GLOB, scene_year
 
 GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
@@ -128,8 +128,11 @@ def build_cog(maps: Sequence[Path], out: str | Path) -> Path:
 def run(cfg: dict) -> int:
     if not cfg["maps"]:
         raise UserError("maps are required (cropseg mosaic MAPS... out=PATH)")
-    maps = collect_maps(cfg["maps"], cfg["year"], cfg["pattern"])
     out = Path(cfg["out"])
+    if out.suffix.lower() not in (".vrt", ".tif", ".tiff"):
+        raise UserError(f"out={out}: give a .vrt or a .tif path")
+    ensure_output_file(out, "out")
+    maps = collect_maps(cfg["maps"], cfg["year"], cfg["pattern"])
     if out.suffix.lower() == ".vrt":
         build_vrt(maps, out)
         kind = "VRT"

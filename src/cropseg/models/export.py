@@ -22,7 +22,7 @@ import torch
 import cropseg
 from cropseg.command import Command
 from cropseg.errors import UserError
-from cropseg.io import atomic_path
+from cropseg.io import atomic_path, ensure_output_file
 
 FORMATS = ("onnx", "torchscript")
 
@@ -150,6 +150,7 @@ def _compare(kind: str, got: torch.Tensor, expected: torch.Tensor) -> None:
 
 def run(cfg: dict) -> int:
     out = cfg["out"] or str(Path(cfg["ckpt"]).with_suffix(""))
+    ensure_output_file(Path(out).with_name(Path(out).name + ".json"), "out")
     written = export(cfg["ckpt"], out, tuple(cfg["formats"]), cfg["raw"], cfg["opset"], cfg["check"])
     print("cropseg export: " + ", ".join(f"{k} -> {v}" for k, v in written.items()))
     return 0
