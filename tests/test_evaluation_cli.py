@@ -133,11 +133,73 @@ def test_bad_input_one_line(demo, tmp_path):
         _one_line_error(run_cli(sub, *args, f"out={tmp_path / 'a-file' / 'o'}"), f"{tmp_path / 'a-file'} is a file")
 
 
-def test_points_outside_every_raster_are_counted(demo, tmp_path):
+def test_nothing_usable_says_why_and_fails(demo, tmp_path):
+    """All points outside every map (or of a year without maps) gave NaN metrics and exit 0."""
     pd.DataFrame({"lon": [100.0, 101.0], "lat": [0.0, 1.0], "year": [2015, 2015], "class": [10, 20]}).to_csv(
         tmp_path / "far.csv", index=False)
     proc = run_cli("points", str(tmp_path / "far.csv"), str(demo / "maps"), "truth_column=class",
                    "cropland_values=10", f"out={tmp_path / 'o'}")
-    assert proc.returncode == 0, proc.stderr
-    m = pd.read_csv(tmp_path / "o" / "metrics.csv").iloc[0]
-    assert m.n_outside == 2 and m.n_used == 0
+    _one_line_error(proc, "no point is usable: 2 outside every map")
+    assert list(pd.read_csv(tmp_path / "o" / "points.csv")["status"]) == ["outside", "outside"]
+    assert not (tmp_path / "o" / "metrics.csv").exists()
+    pd.DataFrame({"lon": [30.5] * 3, "lat": [46.5] * 3, "year": [2015, 2016, 2030], "class": [10, 20, 10]}).to_csv(
+        tmp_path / "late.csv", index=False)
+    proc = run_cli("points", str(tmp_path / "late.csv"), str(demo / "maps" / "2015_*"), "truth_column=class",
+                   "cropland_values=10", "year=1999", f"out={tmp_path / 'o2'}")
+    _one_line_error(proc, "no point is usable: 3 of a year without maps (maps: 6, years 2015)")
+
+
+def test_points_csv_keeps_the_input_columns_as_given(demo, tmp_path):
+    """points.csv repeated x,y and rewrote a northing 5123456.7 as 5.12346e+06."""
+    from rasterio.warp import transform as wt
+
+    pts = pd.read_csv(demo / "points.csv").iloc[:5]
+    xs, ys = wt("EPSG:4326", "EPSG:32636", pts.lon.tolist(), pts.lat.tolist())
+    text = ["x,y,class,status,truth"] + [f"{x:.1f},{y:.1f},{c},keep 007,{t}"
+                                       for x, y, c, t in zip(xs, ys, pts["class"], ["a", "b", "c", "d", "e"])]
+    (tmp_path / "utm.csv").write_text("\n".join(text) + "\n")
+    assert main(["points", str(tmp_path / "utm.csv"), str(demo / "maps"), "truth_column=class", "cropland_values=10",
+                 "crs=EPSG:32636", "year=2015", "bootstrap=0", "plots=false", f"out={tmp_path / 'o'}"]) == 0
+    lines = (tmp_path / "o" / "points.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:5] == ["x", "y", "class", "status", "truth"] and header.count("x") == 1
+    # added columns after the input's; a name the input uses gets _eval
+    assert header[5:] == ["map", "map_year", "year_used", "probability", "predicted", "truth_cropland", "status_eval"]
+    for given, written in zip(text[1:], lines[1:]):
+        assert written.startswith(given + ","), (given, written)  # every digit, text and column kept
+    assert all(line.endswith(",used") for line in lines[1:])
+
+
+def test_an_empty_stratum_leaves_the_plain_metrics_and_says_why(demo, tmp_path, capsys):
+    """stratum_areas=auto with a stratum without points aborted everything and wrote nothing."""
+    common = ["truth_column=class", "cropland_values=10", "bootstrap=0", "plots=false"]
+    assert main(["points", str(demo / "points.csv"), str(demo / "maps"), *common, f"out={tmp_path / 'all'}"]) == 0
+    done = pd.read_csv(tmp_path / "all" / "points.csv")
+    # 2016: keep only the points the map calls non-cropland, so its cropland stratum has none
+    keep = (done.year != 2016) | (done.predicted == 0)
+    pd.read_csv(demo / "points.csv")[keep.to_numpy()].to_csv(tmp_path / "p.csv", index=False)
+    capsys.readouterr()
+    assert main(["points", str(tmp_path / "p.csv"), str(demo / "maps"), *common, "stratum_areas=auto",
+                 f"out={tmp_path / 'o'}"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no area-adjusted accuracy for year 2016: strata without sample points: ['1']" in err, err
+    assert (tmp_path / "o" / "metrics.csv").is_file()
+    adj = pd.read_csv(tmp_path / "o" / "area_adjusted.csv")
+    assert set(adj.group) == {2015, 2017, 2018, 2019, 2020}
+    assert "2016" in json.loads((tmp_path / "o" / "metrics.json").read_text())["warnings"][0]
+
+
+def test_area_takes_a_year(demo, tmp_path):
+    """area could not be given a year although its error told the user to pass one."""
+    src = sorted((demo / "maps").glob("2016_*_cropland.tif"))[0]
+    with rasterio.open(src) as ds:
+        profile, data = ds.profile, ds.read()
+    mystery = tmp_path / "mystery.tif"  # no year in its name or tags
+    with rasterio.open(mystery, "w", **profile) as ds:
+        ds.write(data)
+    _one_line_error(run_cli("area", str(mystery), f"out={tmp_path / 'a0'}"), "pass year=YEAR")
+    assert main(["area", str(mystery), "year=2016", "plots=false", f"out={tmp_path / 'a1'}"]) == 0
+    assert set(pd.read_csv(tmp_path / "a1" / "area.csv").year) == {2016}
+    assert main(["area", str(demo / "maps"), "year=2016", "plots=false", f"out={tmp_path / 'a2'}"]) == 0
+    t = pd.read_csv(tmp_path / "a2" / "area.csv")
+    assert set(t.year) == {2016} and t.region.nunique() == 6

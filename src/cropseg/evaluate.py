@@ -57,6 +57,8 @@ def run_points(a: dict) -> None:
     print(f"overall: OA {_fmt(o.overall_accuracy)} [{_fmt(o.overall_accuracy_low)}, {_fmt(o.overall_accuracy_high)}], "
           f"kappa {_fmt(o.kappa)} [{_fmt(o.kappa_low)}, {_fmt(o.kappa_high)}] ({a['level']:.0%} bootstrap, "
           f"{a['bootstrap']} resamples)")
+    for w in res.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     s = res["area_adjusted_table"]
     if len(s):
         print("area-adjusted (Olofsson et al. 2014), cropland:")

@@ -3,7 +3,8 @@
 GeoJSON is read with the standard library; GeoPackage, Shapefile and any other OGR
 format through ``pyogrio`` (raw WKB, decoded here: no shapely or geopandas needed).
 Everything comes back as plain data: a DataFrame of attributes plus x/y (points) or
-GeoJSON-like geometry dicts (regions), with the layer's CRS.
+GeoJSON-like geometry dicts (regions), with the layer's CRS. A CSV's columns are kept as the text it holds, so writing them back
+changes nothing (a northing keeps its decimetres).
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class Points:
     table: pd.DataFrame  # attributes + columns "_x", "_y" in ``crs``
     crs: CRS
     path: Path
+    coordinate_columns: tuple[str, str] | None = None  # a CSV's x and y columns (vector files: None)
 
 
 def read_points(path: str | Path, x: str | None = None, y: str | None = None, crs: str | None = None) -> Points:
@@ -172,7 +174,7 @@ def read_points(path: str | Path, x: str | None = None, y: str | None = None, cr
         raise UserError(f"{path}: points file not found")
     if path.suffix.lower() in {".csv", ".txt", ".tsv"}:
         try:
-            table = pd.read_csv(path, sep=None, engine="python")
+            table = pd.read_csv(path, sep=None, engine="python", dtype=str)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise UserError(f"{path}: cannot read as CSV ({str(err).splitlines()[0]})") from None
         if x is None or y is None:
@@ -183,14 +185,14 @@ def read_points(path: str | Path, x: str | None = None, y: str | None = None, cr
         if x is None or y is None or x not in table.columns or y not in table.columns:
             raise UserError(f"{path}: no coordinate columns (looked for {x or 'lon/longitude/x'} and "
                             f"{y or 'lat/latitude/y'}; columns are {', '.join(map(str, table.columns))}); "
-                            "pass --x-column/--y-column")
+                            "pass x_column= and y_column=")
         xs = pd.to_numeric(table[x], errors="coerce")
         ys = pd.to_numeric(table[y], errors="coerce")
         if xs.isna().any() or ys.isna().any():
             bad = int((xs.isna() | ys.isna()).sum())
             raise UserError(f"{path}: {bad} rows have missing or non-numeric coordinates in {x}/{y}")
         table = table.assign(_x=xs.to_numpy(float), _y=ys.to_numpy(float))
-        return Points(table, parse_crs(crs or "EPSG:4326", "--crs"), path)
+        return Points(table, parse_crs(crs or "EPSG:4326", "crs"), path, (x, y))
     layer = read_layer(path)
     xs, ys = [], []
     for i, g in enumerate(layer.geometries):
@@ -200,7 +202,7 @@ def read_points(path: str | Path, x: str | None = None, y: str | None = None, cr
         xs.append(c[0])
         ys.append(c[1])
     table = layer.attributes.assign(_x=np.asarray(xs, float), _y=np.asarray(ys, float))
-    return Points(table, parse_crs(crs, "--crs") if crs else layer.crs, path)
+    return Points(table, parse_crs(crs, "crs") if crs else layer.crs, path)
 
 
 def read_regions(path: str | Path, id_column: str | None = None) -> tuple[list[str], list[dict], CRS]:
