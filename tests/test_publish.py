@@ -13,7 +13,7 @@ from cropseg import __version__
 from cropseg.publish import crc32c_b64, main, run
 
 
-def write_map(path, crs="EPSG:4326", bands=2, west=0.0):
+def write_map(path, crs="EPSG:4326", bands=2, west=0.0, tags=None):
     import rasterio
     from rasterio.transform import from_origin
 
@@ -24,6 +24,7 @@ def write_map(path, crs="EPSG:4326", bands=2, west=0.0):
                        transform=from_origin(west, 10, 0.01, 0.01), nodata=255, tiled=True, blockxsize=16,
                        blockysize=16) as dst:
         dst.write(data)
+        dst.update_tags(**(tags or {}))
     return path
 
 
@@ -169,3 +170,27 @@ def test_not_authenticated(tmp_path, maps, capsys, monkeypatch):
               f"tasks.manifest={tmp_path / 't.json'}"])
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "earthengine authenticate" in err
+
+
+def test_threshold_and_encoding_come_from_the_maps_tags(tmp_path, capsys):
+    """publish declared its config's threshold 0.5 for maps made with 0.4, and never how to read DN."""
+    from cropseg.maps import encoding_tags
+
+    d = tmp_path / "maps"
+    d.mkdir()
+    for grid in (10, 11):
+        write_map(d / f"2015_{grid}_cropland.tif", west=grid, tags={"threshold": "0.4", **encoding_tags()})
+    common = [str(d), "bucket=gs://bkt", "asset=projects/my-proj/assets/crop/{year}", "dry_run=true",
+              f"dry_run_dir={tmp_path / 'dry'}"]
+    assert main(common) == 0
+    props = json.loads((tmp_path / "dry" / "projects__my-proj__assets__crop__2015.manifest.json").read_text())["properties"]
+    assert props["threshold"] == 0.4 and props["probability_scale"] == 200.0
+    assert props["probability_encoding"] == "probability = DN / 200; 255 = nodata"
+    with pytest.raises(SystemExit) as e:
+        main([*common, "threshold=0.5"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "threshold=0.5 differs from the threshold 0.4" in err and len(err.splitlines()) == 1
+    write_map(d / "2015_12_cropland.tif", west=12, tags={"threshold": "0.6", **encoding_tags()})
+    with pytest.raises(SystemExit):
+        main(common)
+    assert "maps of 2015 differ in tag threshold" in capsys.readouterr().err

@@ -5,14 +5,14 @@
     cropseg publish status [poll=false] [all=true]
 
 1. Maps named ``{year}_{grid}_cropland.tif`` are grouped by year; each year's maps must
-   share CRS, band count and data types.
+   share CRS, band count, data types and encoding tags (threshold, probability scale).
 2. Each file is uploaded to ``bucket`` (google-cloud-storage); objects already there with
    the same size and CRC32C are skipped.
 3. ``mode=ingest``: one Earth Engine image per year from an ingestion manifest (one tileset
    of every file, band names, missing data, pyramiding policy per band — MEAN for the
-   probability, MODE for the class — and properties year, model, cropseg version,
-   threshold), started as an ingestion task and tracked in the task manifest shared with
-   ``cropseg gee``. ``mode=cog``: one Cloud-GeoTIFF-backed asset per file.
+   probability, MODE for the class — and properties year, model, cropseg version, and from
+   the maps' tags the threshold and the probability encoding, ``probability = DN / 200``),
+   started as an ingestion task and tracked in the task manifest shared with ``cropseg gee``. ``mode=cog``: one Cloud-GeoTIFF-backed asset per file.
    With ``collection``, images go into that ImageCollection (created if missing).
 
 ``dry_run=true`` needs no credentials: it writes the ingestion manifests (or asset requests)
@@ -22,6 +22,7 @@ and ``uploads.json`` under ``dry_run_dir``. Every key: conf/publish.yaml (``--he
 from __future__ import annotations
 
 import base64
+import math
 import json
 import re
 import sys
@@ -38,6 +39,8 @@ from cropseg.io import write_text_atomic
 from cropseg.inputs import expand_inputs
 from cropseg.maps import MAP_GLOB, MAP_NAME
 
+#: Map tags that say how to read the pixels: every map of a year must agree, Earth Engine gets them.
+ENCODING_TAGS = ("threshold", "probability_scale", "probability_encoding")
 ASSET_ID = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/assets|users/[A-Za-z0-9_-]+)(/[A-Za-z0-9_-]+)+$")
 PYRAMIDING = {"MEAN", "MODE", "MIN", "MAX", "SAMPLE", "MEDIAN"}
 
@@ -54,6 +57,7 @@ class MapFile:
     size: int
     crc32c: str = ""
     uri: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +121,7 @@ def read_maps(inputs) -> dict[int, list[MapFile]]:
             with rasterio.open(p) as src:
                 crs = src.crs.to_string() if src.crs else ""
                 mf = MapFile(p, int(m["year"]), m["grid"], crs, src.count, tuple(src.dtypes),
-                             tuple(src.nodatavals), p.stat().st_size)
+                             tuple(src.nodatavals), p.stat().st_size, tags=dict(src.tags()))
         except rasterio.errors.RasterioIOError as err:
             raise UserError(f"{p}: not a readable GeoTIFF ({str(err).splitlines()[0]})") from None
         if not mf.crs:
@@ -127,7 +131,8 @@ def read_maps(inputs) -> dict[int, list[MapFile]]:
         first = maps[0]
         for mf in maps[1:]:
             for what, a, b in (("CRS", first.crs, mf.crs), ("band count", first.count, mf.count),
-                               ("band types", first.dtypes, mf.dtypes)):
+                               ("band types", first.dtypes, mf.dtypes),
+                               *((f"tag {t}", first.tags.get(t), mf.tags.get(t)) for t in ENCODING_TAGS)):
                 if a != b:
                     raise UserError(f"maps of {year} differ in {what}: {first.path.name} has {a}, {mf.path.name} has {b}")
     return dict(sorted(years.items()))
@@ -152,12 +157,25 @@ def _bands(cfg: dict[str, Any], sample: MapFile) -> list[dict[str, Any]]:
     return out
 
 
-def properties(cfg: dict[str, Any], year: int) -> dict[str, Any]:
-    props = {"year": int(year), "cropseg_version": __version__}
+def properties(cfg: dict[str, Any], year: int, maps: list[MapFile]) -> dict[str, Any]:
+    """Image properties: year, version, model, and how to read the pixels — the threshold the class
+    band was made with and the probability encoding, both from the maps' own tags."""
+    props: dict[str, Any] = {"year": int(year), "cropseg_version": __version__}
     if cfg.get("model_name") is not None:
         props["model"] = str(cfg["model_name"])
-    if cfg.get("threshold") is not None:
+    tags = maps[0].tags  # the same in every map of the year (read_maps checks)
+    threshold = tags.get("threshold")
+    if threshold is not None:
+        if cfg.get("threshold") is not None and not math.isclose(float(cfg["threshold"]), float(threshold)):
+            raise UserError(f"threshold={cfg['threshold']} differs from the threshold {float(threshold):g} the maps "
+                            f"of {year} were made with (tag 'threshold' of {maps[0].path.name}); leave threshold=null")
+        props["threshold"] = float(threshold)
+    elif cfg.get("threshold") is not None:
         props["threshold"] = float(cfg["threshold"])
+    if tags.get("probability_scale"):
+        props["probability_scale"] = float(tags["probability_scale"])
+    if tags.get("probability_encoding"):
+        props["probability_encoding"] = str(tags["probability_encoding"])
     props.update(cfg.get("properties") or {})
     return props
 
@@ -189,11 +207,11 @@ def ingestion_manifest(cfg: dict[str, Any], year: int, maps: list[MapFile]) -> d
         "bands": _bands(cfg, maps[0]),
         "startTime": start,
         "endTime": end,
-        "properties": properties(cfg, year),
+        "properties": properties(cfg, year, maps),
     }
 
 
-def cog_request(cfg: dict[str, Any], mf: MapFile) -> dict[str, Any]:
+def cog_request(cfg: dict[str, Any], mf: MapFile, year_maps: list[MapFile]) -> dict[str, Any]:
     """A Cloud-GeoTIFF-backed image asset for one file."""
     collection = cfg.get("collection")
     template = str(cfg.get("cog_asset") or "{asset}_{grid}")
@@ -205,7 +223,7 @@ def cog_request(cfg: dict[str, Any], mf: MapFile) -> dict[str, Any]:
                             year=mf.year, grid=mf.grid)
     check_asset_id(asset, "cog_asset")
     start, end = _time(mf.year)
-    props = properties(cfg, mf.year)
+    props = properties(cfg, mf.year, year_maps)
     props["grid"] = mf.grid
     return {"name": asset, "type": "IMAGE", "gcsLocation": {"uris": [mf.uri]}, "startTime": start, "endTime": end,
             "properties": props}
@@ -228,7 +246,7 @@ def plan(cfg: dict[str, Any]) -> tuple[list[MapFile], list[Item]]:
             items.append(Item("ingest", year, "all", man["name"], {"asset": man["name"], "files": len(maps)}, man))
         else:
             for mf in maps:
-                req = cog_request(cfg, mf)
+                req = cog_request(cfg, mf, maps)
                 items.append(Item("cog", year, mf.grid, req["name"], {"asset": req["name"], "uri": mf.uri}, req))
     return files, items
 
