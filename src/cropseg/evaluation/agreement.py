@@ -25,7 +25,7 @@ from cropseg.errors import UserError
 from cropseg.io import atomic_path, ensure_output_dir
 from cropseg.maps import NODATA
 
-from .geodesy import row_pixel_areas
+from .geodesy import pixel_areas
 from .maps import MapRaster, MapSpec, open_map, open_maps
 from .metrics import METRICS, metrics_from_counts
 
@@ -72,14 +72,13 @@ def compare(m: MapRaster, ref: MapRaster, resampling: Resampling, out_tif: Path 
             both = valid & rvalid
             code = np.full(crop.shape, NODATA, np.uint8)
             code[both] = np.where(crop & rcrop, 1, np.where(crop & ~rcrop, 2, np.where(~crop & rcrop, 3, 0)))[both]
-            a = row_pixel_areas(m.transform, int(win.height), m.crs, int(win.row_off))[:, None]
-            for k in range(4):
-                sel = code == k
-                areas[k] += float((a * sel).sum())
-                counts[k] += int(sel.sum())
-            sel = valid & ~rvalid
-            areas[4] += float((a * sel).sum())
-            counts[4] += int(sel.sum())
+            a = np.broadcast_to(pixel_areas(m.transform, m.crs, int(win.row_off), int(win.height), 0, m.width),
+                                code.shape)
+            code[valid & ~rvalid] = 4  # map valid, no reference: counted, then written as nodata
+            keep = code != NODATA
+            areas += np.bincount(code[keep], weights=a[keep], minlength=5)
+            counts += np.bincount(code[keep], minlength=5)
+            code[code == 4] = NODATA
             if writer is not None:
                 writer.write(code, 1, window=win)
     return areas, counts
