@@ -54,3 +54,27 @@ def test_mosaic_of_a_year_without_maps_names_the_pattern_it_tried(tree):
                           f"out={tree / 'm.vrt'}"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "looked for 1988_*_cropland.tif" in res.stderr and "maps of 1988" in res.stderr, res.stderr
+
+
+def test_mosaic_refuses_maps_off_the_grid_by_a_fraction_of_a_pixel(tmp_path):
+    """Fractional offsets were rounded silently: a map moved by up to half a pixel."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    def write(name, west):
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
+                           crs="EPSG:32622", transform=from_origin(west, 9_000_000, 30, 30), nodata=255) as ds:
+            ds.write(np.ones((1, 4, 4), np.uint8))
+
+    write("2015_1_cropland.tif", 500_000)
+    write("2015_2_cropland.tif", 500_120)  # 4 pixels east: on the grid
+    res = subprocess.run([sys.executable, "-m", "cropseg.cli", "mosaic", str(tmp_path), f"out={tmp_path / 'a.vrt'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    write("2015_3_cropland.tif", 500_135)  # 4.5 pixels east
+    res = subprocess.run([sys.executable, "-m", "cropseg.cli", "mosaic", str(tmp_path), f"out={tmp_path / 'b.vrt'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "2015_3_cropland.tif: its pixel grid is offset" in res.stderr and "+0.500" in res.stderr
+    assert not (tmp_path / "b.vrt").exists()

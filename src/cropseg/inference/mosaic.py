@@ -20,6 +20,8 @@ from cropseg.inputs import expand_inputs
 from cropseg.io import atomic_path, ensure_output_file
 from cropseg.maps import MAP_GLOB, scene_year
 
+#: Largest misalignment (in pixels) of a map's grid taken as rounding noise of its transform.
+GRID_TOLERANCE = 1e-3
 GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
               "float32": "Float32", "float64": "Float64"}
 
@@ -66,6 +68,16 @@ def build_vrt(maps: Sequence[Path], out: str | Path) -> Path:
     top = max(i["t"].f for i in infos)
     right = max(i["t"].c + i["w"] * res_x for i in infos)
     bottom = min(i["t"].f + i["h"] * res_y for i in infos)
+    offsets = {}
+    for info in infos:
+        # A map whose grid is shifted by a fraction of a pixel cannot be placed without resampling:
+        # rounding would move it silently (up to half a pixel, 15 m at 30 m).
+        fx, fy = (info["t"].c - left) / res_x, (info["t"].f - top) / res_y
+        if abs(fx - round(fx)) > GRID_TOLERANCE or abs(fy - round(fy)) > GRID_TOLERANCE:
+            raise UserError(f"{info['path']}: its pixel grid is offset from {ref['path']}'s by a fraction of a pixel "
+                            f"({fx - round(fx):+.3f}, {fy - round(fy):+.3f} px); mosaic maps of one grid "
+                            "(warp them onto one first, e.g. gdalwarp -tap)")
+        offsets[info["path"]] = (int(round(fx)), int(round(fy)))
     width = int(round((right - left) / res_x))
     height = int(round((bottom - top) / res_y))
     gdt = GDAL_TYPES.get(ref["dtype"], "Float32")
@@ -83,8 +95,7 @@ def build_vrt(maps: Sequence[Path], out: str | Path) -> Path:
         if ref["scales"] and ref["scales"][b - 1] not in (None, 1.0):
             lines.append(f"    <Scale>{ref['scales'][b - 1]!r}</Scale>")
         for info in infos:
-            x_off = int(round((info["t"].c - left) / res_x))
-            y_off = int(round((info["t"].f - top) / res_y))
+            x_off, y_off = offsets[info["path"]]
             rel = os.path.relpath(Path(info["path"]).resolve(), out.resolve().parent)
             bh, bw = info["block"]
             lines += [
