@@ -232,9 +232,9 @@ def evaluate_area(cfg: AreaConfig) -> dict:
     from .points import _write_csv
 
     if cfg.regions and cfg.cell_size:
-        raise UserError("give either --regions or --cell-size, not both")
+        raise UserError("give either regions= or cell_size=, not both")
     if cfg.cell_size is not None and not cfg.cell_size > 0:
-        raise UserError(f"--cell-size {cfg.cell_size}: must be a positive number of degrees")
+        raise UserError(f"cell_size={cfg.cell_size}: must be a positive number of degrees")
     out = ensure_output_dir(cfg.out, "out")
     regions = load_regions(cfg.regions, cfg.region_id) if cfg.regions else None
     maps = open_maps(cfg.maps, cfg.spec, year=cfg.year, need_year=True)

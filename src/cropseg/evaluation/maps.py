@@ -139,7 +139,7 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
     spec = spec or MapSpec()
     path = Path(path)
     if spec.kind not in KINDS:
-        raise UserError(f"--kind {spec.kind!r}: choose one of {', '.join(KINDS)}")
+        raise UserError(f"kind={spec.kind!r}: choose one of {', '.join(KINDS)}")
     try:
         ds = rasterio.open(path)
     except RasterioIOError as err:
@@ -186,7 +186,7 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
                 from_class = True
             threshold = float(tags.get("threshold", 0.5))
         if not 0 <= threshold <= 1:
-            raise UserError(f"--threshold {threshold}: must be between 0 and 1")
+            raise UserError(f"threshold={threshold}: must be between 0 and 1")
         if kind == "class" and nodata is None and ds.dtypes[0] == "uint8":
             nodata = float(NODATA)
         m = MapRaster(path=path, year=year if year is not None else y, grid=grid, crs=ds.crs,

@@ -268,7 +268,7 @@ def cluster_figure(per_region: pd.DataFrame, wide: pd.DataFrame, res: dict, regi
     ax.set_aspect("equal")
     ax.set_title(f"Clusters of cropland trajectories ({method}, k={k})")
     if not zones:
-        ax.text(0.5, 0.5, "no geometry for the regions\n(pass --regions)", ha="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no geometry for the regions\n(pass regions=FILE)", ha="center", transform=ax.transAxes)
     ax.legend(handles=[Patch(color=color[c], label=f"{c}: {n}") for c, n in res["names"].items()], fontsize=8,
               loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1)
     ax = axes[1]

@@ -74,7 +74,7 @@ def truth_to_binary(table: pd.DataFrame, column: str, values: Sequence[str] | No
     """0/1 truth from a column (NaN where missing); a missing column is a user error."""
     if column not in table.columns:
         raise UserError(f"{where}: no truth column {column!r} (columns: {', '.join(map(str, table.columns))}); "
-                        "pass --truth-column")
+                        "pass truth_column=COL")
     col = table[column]
     missing = col.isna().to_numpy()
     if values is None:
@@ -82,7 +82,7 @@ def truth_to_binary(table: pd.DataFrame, column: str, values: Sequence[str] | No
         if not uniq <= {0, 1, 0.0, 1.0}:
             shown = ", ".join(map(str, sorted(col.dropna().astype(str).unique())[:8]))
             raise UserError(f"{where}: truth column {column!r} holds {shown}: say which values mean cropland "
-                            "with --cropland-values (e.g. --cropland-values 10)")
+                            "with cropland_values= (e.g. cropland_values=10)")
         values = ["1"]
     out = _values_match(col, values).astype(float)
     out[missing] = np.nan
@@ -108,7 +108,7 @@ def _point_years(cfg: PointsConfig, pts: Points, maps: list[MapRaster]) -> np.nd
         return years
     if len(map_years) > 1 and not cfg.all_years:
         raise UserError(f"{pts.path}: points have no year column but the maps cover {_years(map_years)}; "
-                        "pass --year-column COL, --year YEAR, or --all-years to compare every point with every year")
+                        "pass year_column=COL, year=YEAR, or all_years=true to compare every point with every year")
     return np.full(len(table), -1)  # any year
 
 
@@ -183,12 +183,12 @@ def _parse_areas(spec: str) -> dict:
     areas = {}
     for part in spec.split(","):
         if "=" not in part:
-            raise UserError(f"--stratum-areas {spec!r}: write STRATUM=AREA pairs, e.g. 0=9000,1=1000 (km²), or auto")
+            raise UserError(f"stratum_areas={spec!r}: write STRATUM=AREA pairs, e.g. 0=9000,1=1000 (km²), or auto")
         k, v = part.split("=", 1)
         try:
             areas[k.strip()] = float(v)
         except ValueError:
-            raise UserError(f"--stratum-areas: {v!r} is not a number") from None
+            raise UserError(f"stratum_areas: {v!r} is not a number") from None
     return areas
 
 

@@ -8,7 +8,7 @@ Earth Engine task id, state, attempts, timestamps, error and parameters. A run:
 3. resubmits FAILED/CANCELLED/UNKNOWN ones after an exponential backoff, up to
    ``max_attempts`` submissions in all;
 4. starts new tasks while fewer than ``max_in_flight`` are in flight; the rest stay
-   PENDING for the next run or the ``--follow`` loop.
+   PENDING for the next run or the ``follow=true`` loop.
 
 Earth Engine is reached only through a :class:`Backend`; tests use a fake one.
 """
