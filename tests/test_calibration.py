@@ -57,9 +57,10 @@ def test_calibrate_command_on_the_demo_model(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         calibrate_main([f"ckpt={tmp_path / 'nope.ckpt'}"])
     assert e.value.code == 2 and "checkpoint not found" in capsys.readouterr().err
-    with pytest.raises(UserError, match="metric='auc' is not known; choose one of: f1, iou"):
-        from cropseg.calibrate import parse_args
-        parse_args([f"ckpt={out}", "metric=auc"])
+    with pytest.raises(SystemExit) as e:
+        calibrate_main([str(out), "metric=auc"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "metric='auc' is not a known metric; choose one of: f1, iou" in err
     # Too few pixels of a class to fit a threshold on: refused in one line, nothing written.
     scarce = tmp_path / "scarce.ckpt"
     with pytest.raises(SystemExit) as e:

@@ -186,3 +186,25 @@ def test_clustering_recovers_planted_patterns():
         # numbered by trend: 1 falling, 2 stable, 3 rising
         assert res["labels"][truth == 1][0] == 1 and res["labels"][truth == 0][0] == 3
         assert res["names"][3].startswith("rising") and res["names"][1].startswith("falling")
+
+
+def test_vector_geometries_are_decoded_by_shapely(tmp_path):
+    """Hand-decoded WKB misread extended WKB (an SRID before the coordinates) and failed on what it did not know."""
+    import shapely
+
+    from cropseg.evaluation.vector import read_points, read_regions, wkb_to_geojson
+
+    ewkb = shapely.to_wkb(shapely.set_srid(shapely.Point(30.5, 46.25), 4326), include_srid=True)
+    assert wkb_to_geojson(ewkb) == {"type": "Point", "coordinates": (30.5, 46.25)}
+    z = wkb_to_geojson(shapely.to_wkb(shapely.MultiPolygon([shapely.Polygon([(0, 0, 9), (1, 0, 9), (1, 1, 9)])])))
+    assert z["type"] == "MultiPolygon" and z["coordinates"][0][0][:3] == ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0))
+    pyogrio = pytest.importorskip("pyogrio")
+    pyogrio.raw.write(str(tmp_path / "p.gpkg"), np.array([shapely.to_wkb(shapely.Point(30.5, 46.25, 120.0))], object),
+                      [np.array([1])], ["truth"], crs="EPSG:4326", geometry_type="Point Z")
+    pts = read_points(tmp_path / "p.gpkg")
+    assert (pts.table["_x"][0], pts.table["_y"][0], pts.coordinate_columns) == (30.5, 46.25, None)
+    ring = [(20, 60), (21, 60), (21, 61), (20, 61), (20, 60)]
+    pyogrio.raw.write(str(tmp_path / "r.gpkg"), np.array([shapely.to_wkb(shapely.Polygon(ring))], object),
+                      [np.array(["north"])], ["name"], crs="EPSG:4326", geometry_type="Polygon")
+    ids, geoms, crs = read_regions(tmp_path / "r.gpkg")
+    assert ids == ["north"] and shapely.geometry.shape(geoms[0]).area == pytest.approx(1.0)

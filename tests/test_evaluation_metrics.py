@@ -7,7 +7,7 @@ import pytest
 from scipy.integrate import quad
 from sklearn.metrics import cohen_kappa_score
 
-from cropseg.evaluation.geodesy import WGS84_A, WGS84_F, band_area, row_pixel_areas
+from cropseg.evaluation.geodesy import WGS84_A, WGS84_F, band_area, pixel_areas
 from cropseg.evaluation.metrics import binary_metrics, bootstrap, metrics_from_counts, stratified
 
 
@@ -132,13 +132,55 @@ def test_geodesic_known_values():
     assert band_area(60, 60.01, 0.01) / band_area(0, 0.01, 0.01) == pytest.approx(0.5, abs=0.01)
 
 
-def test_row_pixel_areas_geographic_and_projected():
+def test_pixel_areas_geographic_and_projected():
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
 
     tr = from_origin(10.0, 61.0, 0.5, 0.5)  # rows 61-60.5, 60.5-60
-    a = row_pixel_areas(tr, 2, CRS.from_epsg(4326))
-    assert a[0] == pytest.approx(_integrated_area(60.5, 61, 0.5), rel=1e-9)
-    assert a[1] == pytest.approx(_integrated_area(60, 60.5, 0.5), rel=1e-9)
-    b = row_pixel_areas(from_origin(500000, 5000000, 30, 30), 3, CRS.from_epsg(32632))
-    assert np.allclose(b, 900.0)
+    a = pixel_areas(tr, CRS.from_epsg(4326), 0, 2)
+    assert a.shape == (2, 1)
+    assert a[0, 0] == pytest.approx(_integrated_area(60.5, 61, 0.5), rel=1e-9)
+    assert a[1, 0] == pytest.approx(_integrated_area(60, 60.5, 0.5), rel=1e-9)
+    # UTM at its central meridian: the map plane is 0.9996 of the ground in each direction
+    b = pixel_areas(from_origin(499985, 5000015, 30, 30), CRS.from_epsg(32632), 0, 3, 0, 3)
+    assert b.shape == (3, 3) and np.allclose(b, 900.0 / 0.9996**2, rtol=1e-6)
+
+
+def _geodesic_pixel_area(crs, x0, y0, size) -> float:
+    """Area of the square pixel [x0, x0+size] x [y0-size, y0] on the CRS's ellipsoid, from its densified outline."""
+    from pyproj import CRS as PCRS, Geod, Transformer
+
+    pc = PCRS.from_user_input(crs)
+    t = np.linspace(0, 1, 201)
+    xs = np.r_[x0 + size * t, np.full(201, x0 + size), x0 + size * t[::-1], np.full(201, x0)]
+    ys = np.r_[np.full(201, y0), y0 - size * t, np.full(201, y0 - size), y0 - size * t[::-1]]
+    lon, lat = Transformer.from_crs(pc, pc.geodetic_crs, always_xy=True).transform(xs, ys)
+    ell = pc.ellipsoid
+    return abs(Geod(a=ell.semi_major_metre, rf=ell.inverse_flattening).polygon_area_perimeter(lon, lat)[0])
+
+
+@pytest.mark.parametrize("epsg, x0, y0, size, nominal_off", [
+    (3857, 1_000_000.0, 8_400_000.0, 1000.0, 3.0),    # Web Mercator near 60°N: the plane shows 4x the ground
+    (32632, 830_000.0, 5_600_000.0, 1000.0, 1.9e-3),  # UTM 330 km east of the central meridian: 0.19 %
+    (6933, 500_000.0, 5_000_000.0, 1000.0, 0.0),     # EASE-Grid 2.0, equal-area: nominal is right
+])
+def test_projected_pixels_have_their_ground_area(epsg, x0, y0, size, nominal_off):
+    """Projected pixels were given their nominal (map-plane) area: sec²φ too large in Mercator, 0.08-0.2 % off in UTM."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    got = pixel_areas(from_origin(x0, y0, size, size), CRS.from_epsg(epsg), 0, 1, 0, 1)[0, 0]
+    truth = _geodesic_pixel_area(f"EPSG:{epsg}", x0, y0, size)
+    assert got == pytest.approx(truth, rel=2e-5)
+    assert size * size / truth - 1 == pytest.approx(nominal_off, abs=max(nominal_off * 0.2, 2e-5))
+
+
+def test_geographic_pixels_use_the_crs_ellipsoid():
+    """A lat/lon raster on ED50 (International 1924) was measured on WGS84."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    tr = from_origin(5.0, 50.0, 0.01, 0.01)
+    ed50 = pixel_areas(tr, CRS.from_epsg(4230), 0, 1)[0, 0]
+    assert ed50 == pytest.approx(band_area(49.99, 50.0, 0.01, a=6378388.0, f=1 / 297.0), rel=1e-12)
+    assert abs(ed50 / pixel_areas(tr, CRS.from_epsg(4326), 0, 1)[0, 0] - 1) > 5e-5

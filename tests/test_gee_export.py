@@ -109,7 +109,7 @@ def test_generated_grid_within_60():
 
 
 def _dry(tmp_path, *args):
-    rc = main([*args, "--dry-run", f"dry_run.dir={tmp_path / 'dry'}", f"tasks.manifest={tmp_path / 'm.json'}"])
+    rc = main([*args, "dry_run=true", f"dry_run_dir={tmp_path / 'dry'}", f"tasks.manifest={tmp_path / 'm.json'}"])
     assert rc == 0
     return tmp_path / "dry"
 
@@ -212,7 +212,7 @@ def test_composites_dry_run(tmp_path):
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
-        main(["samples", "--dry-run", f"dry_run.dir={tmp_path}", *args])
+        main(["samples", "dry_run=true", f"dry_run_dir={tmp_path}", *args])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err

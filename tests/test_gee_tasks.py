@@ -1,4 +1,4 @@
-"""Task manifest and manager: rerun skips, in-flight limit, backoff, status, --follow."""
+"""Task manifest and manager: rerun skips, in-flight limit, backoff, status, follow=true."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_cli_real_run_with_backend_then_status(tmp_path, capsys):
     assert len(backend.started) == 4  # three skipped as completed, the fourth started
     out = capsys.readouterr().out
     assert "skipped completed 3" in out and "submitted 1" in out
-    assert run(["status", f"tasks.manifest={m}", "--all"], backend=backend) == 0
+    assert run(["status", f"tasks.manifest={m}", "all=true"], backend=backend) == 0
     out = capsys.readouterr().out
     assert "4 tasks: completed 3, ready 1" in out and "composite:2015:" in out
     data = json.loads(m.read_text())
@@ -113,3 +113,22 @@ def test_corrupt_manifest_is_a_user_error(tmp_path):
     (tmp_path / "m.json").write_text("{not json")
     with pytest.raises(UserError, match="not readable JSON"):
         Manifest(tmp_path / "m.json")
+
+
+@pytest.mark.parametrize("template", [
+    "{python} -c 'import sys; open(\"got.txt\", \"w\").write(sys.argv[1])' {name}",
+    ["{python}", "-c", "import sys; open('got.txt', 'w').write(sys.argv[1])", "{name}"],
+])
+def test_on_complete_fills_hostile_names_into_one_argument_never_a_shell(tmp_path, monkeypatch, template):
+    """A task name read back from the manifest holding `;` or `$(...)` is text, not a command."""
+    import sys
+
+    from cropseg.gee.cli import on_complete_command
+
+    monkeypatch.chdir(tmp_path)
+    fill = lambda t: t.replace("{python}", sys.executable)  # noqa: E731
+    hook = on_complete_command(fill(template) if isinstance(template, str) else [fill(t) for t in template])
+    name = "2015_7; touch pwned1; $(touch pwned2) `touch pwned3` && touch pwned4"
+    hook({"key": "composite:2015:7", "name": name, "params": {"output": "drive://x/a.tif"}})
+    assert (tmp_path / "got.txt").read_text() == name
+    assert not list(tmp_path.glob("pwned*"))

@@ -59,7 +59,7 @@ def test_bad_checkpoint_and_unwritable_output(tiny_checkpoint, tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "cannot write there" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run(["-m", "cropseg.predict", f"ckpt={tiny_checkpoint}", f"input={tmp_path}/none/*.tif"], tmp_path)
-    assert r.returncode != 0 and "no file matches" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "the pattern matches no scenes" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_single_scene_and_mosaic(tiny_checkpoint, tmp_path):
@@ -70,5 +70,5 @@ def test_cli_single_scene_and_mosaic(tiny_checkpoint, tmp_path):
     with rasterio.open(tmp_path / "out" / "2012_5_cropland.tif") as src:
         assert src.tags()["blending"] == "mean" and src.tags()["stride"] == "24"
         assert src.shape == (50, 60) and np.any(src.read(1) != 255)
-    r = run(["-m", "cropseg.cli", "mosaic", "out", "--out", "m.vrt"], tmp_path)
+    r = run(["-m", "cropseg.cli", "mosaic", "out", "out=m.vrt"], tmp_path)
     assert r.returncode == 0 and (tmp_path / "m.vrt").exists(), r.stderr

@@ -10,7 +10,7 @@ from rasterio.transform import from_origin
 
 from conftest import LANDSAT5, needs
 from cropseg.data.demo_scene import write_demo_scene
-from cropseg.inference.predictor import (PredictSettings, checkpoint_for, list_scenes, load_checkpoint_model,
+from cropseg.inference.predictor import (PredictSettings, checkpoint_for, load_checkpoint_model,
                                          predict_scene, shard, shard_info, year_of)
 from cropseg.errors import UserError
 from cropseg.inference.raster import PROB_SCALE
@@ -139,6 +139,13 @@ def test_resume_after_crash_and_overwrite(tiny_checkpoint, tmp_path, scene):
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]
 
 
+def list_scenes(spec):
+    from cropseg.inputs import expand_inputs
+    from cropseg.maps import SCENE_GLOBS
+
+    return expand_inputs(spec, SCENE_GLOBS, key="input", what="scenes", missing_ok=True)
+
+
 def test_inputs_sharding_and_years(tmp_path, monkeypatch):
     folder = tmp_path / "rasters"
     folder.mkdir()
@@ -175,8 +182,8 @@ def test_mosaic_and_export(tiny_checkpoint, tmp_path):
     for k in range(2):
         s = write_demo_scene(tmp_path / f"2015_{k}.tif", 64, 70, seed=k, origin=(500000 + k * 70 * 30, 9000000))
         predict({"ckpt": str(tiny_checkpoint), "input": str(s), "output": str(out), "device": "cpu"})
-    assert mosaic_main([str(out), "--year", "2015", "--out", str(tmp_path / "m.vrt")]) == 0
-    assert mosaic_main([str(out), "--out", str(tmp_path / "m.tif")]) == 0
+    assert mosaic_main([str(out), "year=2015", f"out={tmp_path / 'm.vrt'}"]) == 0
+    assert mosaic_main([str(out), f"out={tmp_path / 'm.tif'}"]) == 0
     for m in ("m.vrt", "m.tif"):
         with rasterio.open(tmp_path / m) as src:
             assert src.shape == (64, 140) and src.count == 2

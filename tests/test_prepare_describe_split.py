@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -121,3 +122,44 @@ def test_oversample_strength():
     assert pd.Series(full).map(dict(zip(names, classes))).value_counts().to_dict() == {0: 10, 1: 10, 2: 10}
     half = pd.Series(oversample(names, classes, 0.5)).map(dict(zip(names, classes))).value_counts().to_dict()
     assert half == {0: 10, 1: 6, 2: 4}
+
+
+def _bad_outs(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    outs = {"is a file": (blocker, "is a file, not a folder"),
+            "under a file": (blocker / "sub", f"cannot be created: {blocker} is a file")}
+    if (Path("/proc") / "self").is_dir():
+        outs["not creatable"] = (Path("/proc/cropseg-test/out"), "cannot be created or written")
+    return outs
+
+
+@pytest.mark.parametrize("case", ["is a file", "under a file", "not creatable"])
+@pytest.mark.parametrize("command", ["convert", "describe", "plots", "split", "pack"])
+def test_an_unwritable_out_is_one_line_before_any_work(command, case, demo_root, tmp_path, capsys):
+    outs = _bad_outs(tmp_path)
+    if case not in outs:
+        pytest.skip("no /proc to give an uncreatable folder")
+    out, message = outs[case]
+    if command == "convert":
+        from cropseg.data.tfrecord import patches_to_tfrecords
+
+        patches_to_tfrecords(demo_root / "data", tmp_path / "tfr", list_patches(demo_root / "data")[:2])
+        args = [f"in={tmp_path / 'tfr'}", "out_size=64"]
+    else:
+        args = [f"root={demo_root / 'data'}"]
+    assert _run([command, *args, f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: out={out}: ") and message in err, err
+
+
+def test_describe_plots_split_leave_the_data_folder_alone(demo_root, tmp_path, monkeypatch):
+    """Data folders are often shared or read-only: by default the outputs go to the current folder."""
+    before = sorted(p.relative_to(demo_root) for p in demo_root.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    for command in ("describe", "plots", "split"):
+        extra = {"plots": ["previews=2"], "split": ["k=3"]}.get(command, [])
+        assert _run([command, f"root={demo_root}", *extra]) == 0
+    assert sorted(p.relative_to(demo_root) for p in demo_root.rglob("*")) == before
+    assert (tmp_path / "describe" / "band_stats.json").is_file() and (tmp_path / "splits" / "folds.csv").is_file()
+    assert list((tmp_path / "plots").glob("*.png"))

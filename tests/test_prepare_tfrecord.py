@@ -191,3 +191,37 @@ def test_demo_tfrecords_command_then_convert(demo_root, tmp_path):
         a, b = read_patch(patch_path(demo_root / "data", n)), read_patch(patch_path(tmp_path / "h5", n))
         np.testing.assert_array_equal(a.data, b.data)
         np.testing.assert_array_equal(a.label, b.label)
+
+
+def test_a_patch_from_another_file_is_a_duplicate_not_already_there(demo_root, tmp_path, capsys):
+    """A rerun skips its own patches; another export holding a converted GridID-ID is reported."""
+    recs = _demo_records(demo_root)
+    write_ee_tfrecord(tmp_path / "in" / "a.tfrecord.gz", recs[:3])
+    out = tmp_path / "h5"
+    assert _run(["convert", f"in={tmp_path / 'in'}", f"out={out}", "out_size=64"]) == 0
+    assert _run(["convert", f"in={tmp_path / 'in'}", f"out={out}", "out_size=64"]) == 0
+    assert "already there 3, skipped/failed 0" in capsys.readouterr().out
+    write_ee_tfrecord(tmp_path / "later" / "b.tfrecord.gz", [recs[2], recs[3]])  # recs[2] again, in another file
+    assert _run(["convert", f"in={tmp_path / 'later'}", f"out={out}", "out_size=64"]) == 1
+    assert "written 1, already there 0, skipped/failed 1" in capsys.readouterr().out
+    (row,) = _log(out / "convert_log.csv")
+    name = list_patches(demo_root / "data")[2]
+    assert row["name"] == name and row["reason"] == f"duplicate GridID-ID {name} (already converted from a.tfrecord.gz)"
+    assert read_patch(patch_path(out, name)).attrs["source"] == "a.tfrecord.gz#2"  # the first one is kept
+
+
+def test_claim_folders_of_killed_runs_go_with_the_next_run(demo_root, tmp_path):
+    """kill -9 of a conversion leaves its .convert-claims-PID-* folder; the next run removes it
+    (a run still going keeps its own)."""
+    import os
+
+    write_ee_tfrecord(tmp_path / "in" / "a.tfrecord.gz", _demo_records(demo_root)[:2])
+    out = tmp_path / "h5"
+    dead = out / ".convert-claims-4194999-abcd"  # above Linux's largest pid: no such process
+    alive = out / f".convert-claims-{os.getppid()}-efgh"
+    for d in (dead, alive):
+        d.mkdir(parents=True)
+        (d / "900-1").write_text("a.tfrecord.gz record 0")
+    assert _run(["convert", f"in={tmp_path / 'in'}", f"out={out}", "out_size=64", "workers=2"]) == 0
+    assert not dead.exists() and alive.exists()
+    assert len(list_patches(out)) == 2

@@ -13,7 +13,7 @@ from cropseg import __version__
 from cropseg.publish import crc32c_b64, main, run
 
 
-def write_map(path, crs="EPSG:4326", bands=2, west=0.0):
+def write_map(path, crs="EPSG:4326", bands=2, west=0.0, tags=None):
     import rasterio
     from rasterio.transform import from_origin
 
@@ -24,6 +24,7 @@ def write_map(path, crs="EPSG:4326", bands=2, west=0.0):
                        transform=from_origin(west, 10, 0.01, 0.01), nodata=255, tiled=True, blockxsize=16,
                        blockysize=16) as dst:
         dst.write(data)
+        dst.update_tags(**(tags or {}))
     return path
 
 
@@ -92,7 +93,7 @@ class FakeEE:
 def test_dry_run_manifests(tmp_path, maps, capsys):
     out = tmp_path / "dry"
     rc = main([f"maps={maps}/*_cropland.tif", "bucket=gs://my-bucket/cropland", "asset=projects/my-proj/assets/crop/{year}",
-               "model_name=pspnet-l8", "threshold=0.4", f"dry_run.dir={out}", "--dry-run"])
+               "model_name=pspnet-l8", "threshold=0.4", f"dry_run_dir={out}", "dry_run=true"])
     assert rc == 0
     uploads = json.loads((out / "uploads.json").read_text())["uploads"]
     assert [u["uri"] for u in uploads] == [f"gs://my-bucket/cropland/{y}_{g}_cropland.tif" for y in (2015, 2016) for g in (10, 11)]
@@ -113,7 +114,7 @@ def test_dry_run_manifests(tmp_path, maps, capsys):
 def test_dry_run_cog_in_collection(tmp_path, maps):
     out = tmp_path / "dry"
     assert main([f"maps={maps}/2016_*_cropland.tif", "bucket=gs://bkt", "collection=projects/my-proj/assets/crop",
-                 "mode=cog", f"dry_run.dir={out}", "--dry-run"]) == 0
+                 "mode=cog", f"dry_run_dir={out}", "dry_run=true"]) == 0
     req = json.loads((out / "projects__my-proj__assets__crop__2016_10.asset.json").read_text())
     assert req["type"] == "IMAGE" and req["gcsLocation"] == {"uris": ["gs://bkt/2016_10_cropland.tif"]}
     assert req["properties"]["grid"] == "10" and req["properties"]["year"] == 2016
@@ -133,7 +134,7 @@ def test_upload_skips_same_objects_and_rerun_skips_ingestion(tmp_path, maps, cap
     out = capsys.readouterr().out
     assert "uploads: 1 uploaded, 3 already there" in out and "skipped completed 2" in out
     assert len(ee_fake.started) == 2
-    assert run(["status", f"tasks.manifest={tmp_path / 'tasks.json'}", "--all"], backend=ee_fake) == 0
+    assert run(["status", f"tasks.manifest={tmp_path / 'tasks.json'}", "all=true"], backend=ee_fake) == 0
     assert "ingest: 2 tasks: completed 2" in capsys.readouterr().out
 
 
@@ -142,7 +143,7 @@ def test_upload_skips_same_objects_and_rerun_skips_ingestion(tmp_path, maps, cap
     (lambda d: write_map(d / "2015_12_cropland.tif", bands=1), [], r"maps of 2015 differ in band count"),
     (None, ["asset=projects/x/assets/bad name"], r"is not a valid Earth Engine asset id"),
     (None, ["bucket=my-bucket/p"], r"must be a Cloud Storage URL gs://"),
-    (None, ["maps=/nonexistent/*.tif"], r"matches no file"),
+    (None, ["maps=/nonexistent/*.tif"], r"maps=/nonexistent/\*.tif: the pattern matches no maps"),
 ])
 def test_bad_input_one_line(tmp_path, maps, capsys, make, args, message):
     if make:
@@ -152,7 +153,7 @@ def test_bad_input_one_line(tmp_path, maps, capsys, make, args, message):
         k, v = a.split("=", 1)
         base[k] = v
     with pytest.raises(SystemExit) as exit_:
-        main([f"{k}={v}" for k, v in base.items()] + [f"dry_run.dir={tmp_path / 'dry'}", "--dry-run"])
+        main([f"{k}={v}" for k, v in base.items()] + [f"dry_run_dir={tmp_path / 'dry'}", "dry_run=true"])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and len(err.splitlines()) == 1 and re.search(message, err), err
 
@@ -169,3 +170,27 @@ def test_not_authenticated(tmp_path, maps, capsys, monkeypatch):
               f"tasks.manifest={tmp_path / 't.json'}"])
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "earthengine authenticate" in err
+
+
+def test_threshold_and_encoding_come_from_the_maps_tags(tmp_path, capsys):
+    """publish declared its config's threshold 0.5 for maps made with 0.4, and never how to read DN."""
+    from cropseg.maps import encoding_tags
+
+    d = tmp_path / "maps"
+    d.mkdir()
+    for grid in (10, 11):
+        write_map(d / f"2015_{grid}_cropland.tif", west=grid, tags={"threshold": "0.4", **encoding_tags()})
+    common = [str(d), "bucket=gs://bkt", "asset=projects/my-proj/assets/crop/{year}", "dry_run=true",
+              f"dry_run_dir={tmp_path / 'dry'}"]
+    assert main(common) == 0
+    props = json.loads((tmp_path / "dry" / "projects__my-proj__assets__crop__2015.manifest.json").read_text())["properties"]
+    assert props["threshold"] == 0.4 and props["probability_scale"] == 200.0
+    assert props["probability_encoding"] == "probability = DN / 200; 255 = nodata"
+    with pytest.raises(SystemExit) as e:
+        main([*common, "threshold=0.5"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "threshold=0.5 differs from the threshold 0.4" in err and len(err.splitlines()) == 1
+    write_map(d / "2015_12_cropland.tif", west=12, tags={"threshold": "0.6", **encoding_tags()})
+    with pytest.raises(SystemExit):
+        main(common)
+    assert "maps of 2015 differ in tag threshold" in capsys.readouterr().err

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Earth Engine exports for cropseg (a thin wrapper over ``cropseg gee``).
 
-    tools/gee_export.py samples    [--dry-run] [--follow] [key=value ...]
-    tools/gee_export.py composites [--dry-run] [--follow] [key=value ...]
-    tools/gee_export.py status     [--no-poll] [--all]
+    tools/gee_export.py samples    [dry_run=true] [follow=true] [key=value ...]
+    tools/gee_export.py composites [dry_run=true] [follow=true] [key=value ...]
+    tools/gee_export.py status     [poll=false] [all=true]
 
 See docs/gee.md and conf/gee.yaml.
 """

@@ -1,20 +1,11 @@
-"""Calibrate a checkpoint on its validation patches: ``cropseg calibrate ckpt=PATH [key=value ...]``.
+"""Calibrate a checkpoint on its validation patches: ``cropseg calibrate CKPT [key=value ...]``.
 
 Finds the threshold that maximizes F1 (or IoU), fits temperature scaling, draws a
 reliability diagram with the expected calibration error before and after, and writes a
 new checkpoint whose ``threshold`` and ``temperature`` prediction then uses.
 
-Options (``key=value``):
-  ckpt=PATH            the checkpoint (required)
-  metric=f1|iou        what the threshold maximizes (default f1)
-  out=PATH             new checkpoint (default: next to ckpt, ``<name>-calibrated.ckpt``)
-  out_dir=DIR          report folder (default: ``<name>-calibration/`` next to ckpt)
-  bins=15              reliability/ECE bins
-  max_pixels=2000000   pixels sampled for temperature and ECE (the threshold uses all)
-  min_class_pixels=1000  refuse when validation has fewer cropland (or other) pixels than this:
-                       a threshold fitted on a handful of pixels does not generalize (0: allow)
-  device=cpu|cuda|auto
-  data.KEY=VALUE       change the checkpoint's data config (e.g. data.root=..., data.val_list=...)
+Options are ``key=value`` (conf/calibrate.yaml; ``cropseg calibrate --help`` lists them);
+``data.KEY=VALUE`` changes the checkpoint's data config (e.g. ``data.val_list=...``).
 """
 
 from __future__ import annotations
@@ -28,41 +19,19 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from cropseg.errors import UserError, report_user_errors
-from cropseg.io import atomic_path, write_text_atomic
+from cropseg.command import Command
+from cropseg.errors import UserError, choose
+from cropseg.io import atomic_path, ensure_output_dir, ensure_output_file, write_text_atomic
 
 log = logging.getLogger("cropseg.calibrate")
 
-DEFAULTS: dict[str, Any] = {"ckpt": None, "metric": "f1", "out": None, "out_dir": None, "bins": 15,
-                            "max_pixels": 2_000_000, "min_class_pixels": 1000, "device": "cpu", "batch_size": None}
 
-
-def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    opts, data = dict(DEFAULTS), []
-    for arg in argv:
-        if arg in {"-h", "--help"}:
-            print(__doc__)
-            sys.exit(0)
-        if "=" not in arg:
-            raise UserError(f"{arg!r}: expected key=value (e.g. ckpt=path/to/last.ckpt)")
-        key, value = arg.split("=", 1)
-        if key.startswith("data."):
-            data.append(arg[len("data."):])
-        elif key in opts:
-            opts[key] = value
-        else:
-            raise UserError(f"{key}: unknown option; choose one of: {', '.join(DEFAULTS)}, data.<key>")
-    if not opts["ckpt"]:
-        raise UserError("ckpt is required (e.g. ckpt=logs/train/runs/.../checkpoints/last.ckpt)")
-    if str(opts["metric"]).lower() not in {"f1", "iou"}:
-        raise UserError(f"metric={opts['metric']!r} is not known; choose one of: f1, iou")
-    opts["metric"] = str(opts["metric"]).lower()
-    for key in ("bins", "max_pixels", "min_class_pixels"):
-        try:
-            opts[key] = int(opts[key])
-        except ValueError:
-            raise UserError(f"{key}={opts[key]!r}: expected an integer") from None
-    return opts, data
+def check_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The options of conf/calibrate.yaml, checked."""
+    opts = dict(opts)
+    opts["metric"] = choose("metric", str(opts["metric"]).lower(), ("f1", "iou"), key="metric")
+    opts["device"] = choose("device", str(opts["device"]), ("cpu", "cuda", "auto"), key="device")
+    return opts
 
 
 def _validation_data(hp: dict[str, Any], data_overrides: list[str], batch_size: int | None):
@@ -189,11 +158,14 @@ def calibrate(ckpt_path: str | Path, metric: str = "f1", out: str | Path | None 
     return report
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    opts, data = parse_args(list(sys.argv[1:] if argv is None else argv))
-    r = calibrate(opts["ckpt"], opts["metric"], opts["out"], opts["out_dir"], data, opts["bins"], opts["max_pixels"],
-                  opts["device"], opts["batch_size"], opts["min_class_pixels"])
+def run(cfg: dict[str, Any]) -> int:
+    opts = check_options(cfg)
+    if opts["out"]:
+        ensure_output_file(opts["out"], "out")
+    if opts["out_dir"]:
+        ensure_output_dir(opts["out_dir"], "out_dir")
+    r = calibrate(opts["ckpt"], opts["metric"], opts["out"], opts["out_dir"], opts["data"], opts["bins"],
+                  opts["max_pixels"], opts["device"], opts["batch_size"], opts["min_class_pixels"])
     m = r["metric"]
     print("\n".join([
         f"cropseg calibrate: {r['validation_patches']} validation patches, {r['validation_pixels']} pixels "
@@ -206,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  reliability diagram:   {r['reliability_png']}",
     ] + [f"  warning: {w}" for w in r["warnings"]]), flush=True)
     return 0
+
+
+main = Command("cropseg calibrate", "calibrate", run, __doc__.splitlines()[0], ("ckpt",), passthrough="data").main
 
 
 if __name__ == "__main__":

@@ -6,111 +6,26 @@
     clusters   clustering of cropland-fraction trajectories over the years
     demo       write a small demo (maps for 6 years, points, regions, reference)
 
-Every subcommand takes ``--help``. See docs/evaluation.md.
+Options are ``key=value`` (conf/evaluate/<subcommand>.yaml); every subcommand takes
+``--help``. See docs/evaluation.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import pandas as pd
 
-from cropseg.errors import report_user_errors
-from cropseg.evaluation.maps import KINDS, MapSpec
+from cropseg.command import Command, Group
+from cropseg.errors import choose
+from cropseg.evaluation.maps import MapSpec
 
 
-def _values(text: str | None) -> list[str] | None:
-    return None if text is None else [v.strip() for v in str(text).split(",") if v.strip()]
-
-
-def _map_args(p: argparse.ArgumentParser, prefix: str = "", what: str = "maps") -> None:
-    p.add_argument(f"--{prefix}kind", choices=KINDS, default="auto",
-                   help=f"how to read the {what}' band 1 (auto: tag probability_scale / band description / dtype / values)")
-    p.add_argument(f"--{prefix}scale", type=float, default=None,
-                   help="probability scale (default: tag probability_scale, else 200 for integers, 1 for floats)")
-    p.add_argument(f"--{prefix}threshold", type=float, default=None,
-                   help="cropland if probability >= threshold (default: the class band if present, else tag threshold or 0.5)")
-    p.add_argument(f"--{prefix}class-values", default=None,
-                   help="for class rasters: values meaning cropland, comma-separated (default 1)")
-
-
-def _spec(a, prefix: str = "") -> MapSpec:
-    g = lambda k: getattr(a, prefix.replace("-", "_") + k)  # noqa: E731
-    return MapSpec(kind=g("kind"), scale=g("scale"), threshold=g("threshold"),
-                   class_values=[float(v) for v in _values(g("class_values"))] if g("class_values") else None)
-
-
-def _zones(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--regions", help="region polygons (GeoJSON, GeoPackage, Shapefile)")
-    p.add_argument("--region-id", help="column with region ids (default: id/name/region, else row number)")
-    p.add_argument("--cell-size", type=float, help="instead of regions: lon/lat cells of this size in degrees")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cropseg evaluate", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("points", help="accuracy at validation points")
-    p.add_argument("points", help="points: CSV (lon/lat or x/y + --crs), GeoJSON, GeoPackage, Shapefile")
-    p.add_argument("maps", nargs="+", help="prediction rasters, folders or glob patterns")
-    p.add_argument("--truth-column", required=True, help="column holding the ground truth")
-    p.add_argument("--cropland-values", help="truth values meaning cropland, comma-separated (e.g. 10); default 1")
-    p.add_argument("--x-column")
-    p.add_argument("--y-column")
-    p.add_argument("--crs", help="CRS of CSV coordinates (default EPSG:4326) or override of a vector file's")
-    p.add_argument("--year-column", help="points' year column (default 'year' when present)")
-    p.add_argument("--year", type=int, help="all points are for this year")
-    p.add_argument("--all-years", action="store_true", help="points without a year: compare with every year's maps")
-    p.add_argument("--group-by", action="append", default=[], help="also report by this column (repeatable)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
-    p.add_argument("--level", type=float, default=0.95, help="confidence level")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strata-column", help="stratum of each point (default: the map class at the point)")
-    p.add_argument("--stratum-areas", help="area-adjusted (Olofsson 2014) estimates: 'auto' (mapped class areas "
-                   "from the maps) or STRATUM=KM2,... e.g. 0=9000,1=1000")
-    p.add_argument("--out", default="evaluation/points")
-    p.add_argument("--no-plots", action="store_true")
-    _map_args(p)
-
-    p = sub.add_parser("agreement", help="pixel-wise agreement with a reference raster")
-    p.add_argument("reference", help="reference raster (e.g. GFSAD30 tile, another year's map)")
-    p.add_argument("maps", nargs="+", help="cropseg maps, folders or glob patterns")
-    p.add_argument("--resampling", default="nearest", help="reference onto the map grid: nearest (default), mode, ...")
-    p.add_argument("--year", type=int, help="compare only maps of this year (and allow a reference of another year)")
-    p.add_argument("--out", default="evaluation/agreement")
-    p.add_argument("--no-maps", action="store_true", help="do not write agreement GeoTIFFs")
-    p.add_argument("--no-plots", action="store_true")
-    _map_args(p)
-    _map_args(p, "reference-", "reference")
-
-    p = sub.add_parser("area", help="cropland area per region and year")
-    p.add_argument("maps", nargs="+", help="maps of one or more years, folders or glob patterns")
-    _zones(p)
-    p.add_argument("--out", default="evaluation/area")
-    p.add_argument("--no-plots", action="store_true")
-    _map_args(p)
-
-    p = sub.add_parser("clusters", help="cluster cropland trajectories")
-    p.add_argument("maps", nargs="*", help="maps (or give --table)")
-    p.add_argument("--table", help="area.csv from 'evaluate area' instead of maps")
-    _zones(p)
-    p.add_argument("--k", default="auto", help="number of clusters, or auto (best silhouette)")
-    p.add_argument("--k-max", type=int, default=8)
-    p.add_argument("--method", default="kmeans", choices=("kmeans", "hierarchical"))
-    p.add_argument("--features", default="change", choices=("fraction", "change"),
-                   help="cluster the change since the first year (default: the trajectory's shape) or raw fractions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="evaluation/clusters")
-    p.add_argument("--no-plots", action="store_true")
-    _map_args(p)
-
-    p = sub.add_parser("demo", help="write the evaluation demo")
-    p.add_argument("out", nargs="?", default="demo/evaluation")
-    p.add_argument("--seed", type=int, default=0)
-    return parser
+def _spec(c: dict, prefix: str = "") -> MapSpec:
+    values = c[f"{prefix}class_values"]
+    return MapSpec(kind=c[f"{prefix}kind"], scale=c[f"{prefix}scale"], threshold=c[f"{prefix}threshold"],
+                   class_values=[float(v) for v in values] if values else None)
 
 
 def _fmt(v) -> str:
@@ -123,14 +38,15 @@ def _print_files(files) -> None:
         print(f"  {f}")
 
 
-def run_points(a) -> None:
+def run_points(a: dict) -> None:
     from cropseg.evaluation.points import PointsConfig, evaluate_points
 
     res = evaluate_points(PointsConfig(
-        points=a.points, maps=a.maps, truth_column=a.truth_column, truth_values=_values(a.cropland_values),
-        out=a.out, x_column=a.x_column, y_column=a.y_column, crs=a.crs, year_column=a.year_column, year=a.year,
-        all_years=a.all_years, group_columns=a.group_by, spec=_spec(a), n_boot=a.bootstrap, level=a.level,
-        seed=a.seed, strata_column=a.strata_column, stratum_areas=a.stratum_areas, plots=not a.no_plots))
+        points=a["points"], maps=a["maps"], truth_column=a["truth_column"],
+        truth_values=[str(v) for v in a["cropland_values"]] or None, out=a["out"], x_column=a["x_column"],
+        y_column=a["y_column"], crs=a["crs"], year_column=a["year_column"], year=a["year"], all_years=a["all_years"],
+        group_columns=a["group_by"], spec=_spec(a), n_boot=a["bootstrap"], level=a["level"], seed=a["seed"],
+        strata_column=a["strata_column"], stratum_areas=_areas(a["stratum_areas"]), plots=a["plots"]))
     t = res["table"]
     cols = ["scope", "group", "n_used", "n_outside", "n_nodata", "n_no_map_for_year", "overall_accuracy", "precision",
             "recall", "f1", "iou", "kappa"]
@@ -139,7 +55,10 @@ def run_points(a) -> None:
     print(view.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     o = t.iloc[0]
     print(f"overall: OA {_fmt(o.overall_accuracy)} [{_fmt(o.overall_accuracy_low)}, {_fmt(o.overall_accuracy_high)}], "
-          f"kappa {_fmt(o.kappa)} [{_fmt(o.kappa_low)}, {_fmt(o.kappa_high)}] ({a.level:.0%} bootstrap, {a.bootstrap} resamples)")
+          f"kappa {_fmt(o.kappa)} [{_fmt(o.kappa_low)}, {_fmt(o.kappa_high)}] ({a['level']:.0%} bootstrap, "
+          f"{a['bootstrap']} resamples)")
+    for w in res.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     s = res["area_adjusted_table"]
     if len(s):
         print("area-adjusted (Olofsson et al. 2014), cropland:")
@@ -151,12 +70,12 @@ def run_points(a) -> None:
     _print_files(res["files"])
 
 
-def run_agreement(a) -> None:
+def run_agreement(a: dict) -> None:
     from cropseg.evaluation.agreement import AgreementConfig, evaluate_agreement
 
-    res = evaluate_agreement(AgreementConfig(maps=a.maps, reference=a.reference, out=a.out, spec=_spec(a),
-                                             reference_spec=_spec(a, "reference-"), resampling=a.resampling,
-                                             year=a.year, write_maps=not a.no_maps, plots=not a.no_plots))
+    res = evaluate_agreement(AgreementConfig(maps=a["maps"], reference=a["reference"], out=a["out"], spec=_spec(a),
+                                             reference_spec=_spec(a, "reference_"), resampling=a["resampling"],
+                                             year=a["year"], write_maps=a["write_maps"], plots=a["plots"]))
     print(f"reference: {res['reference']}")
     t = res["table"][["map", "year", "area_compared_km2", "map_cropland_km2", "reference_cropland_km2", "agreement",
                       "kappa", "f1", "iou"]]
@@ -164,11 +83,11 @@ def run_agreement(a) -> None:
     _print_files(res["files"])
 
 
-def run_area(a) -> None:
+def run_area(a: dict) -> None:
     from cropseg.evaluation.area import AreaConfig, evaluate_area
 
-    res = evaluate_area(AreaConfig(maps=a.maps, out=a.out, regions=a.regions, region_id=a.region_id,
-                                   cell_size=a.cell_size, spec=_spec(a), plots=not a.no_plots))
+    res = evaluate_area(AreaConfig(maps=a["maps"], out=a["out"], regions=a["regions"], region_id=a["region_id"],
+                                   cell_size=a["cell_size"], spec=_spec(a), plots=a["plots"], year=a["year"]))
     for w in res["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     tot = res["totals"]
@@ -178,13 +97,15 @@ def run_area(a) -> None:
     _print_files(res["files"])
 
 
-def run_clusters(a) -> None:
+def run_clusters(a: dict) -> None:
     from cropseg.evaluation.clustering import ClustersConfig, evaluate_clusters
 
-    res = evaluate_clusters(ClustersConfig(table=a.table, maps=a.maps, regions=a.regions, region_id=a.region_id,
-                                           cell_size=a.cell_size, spec=_spec(a), k=a.k, k_max=a.k_max,
-                                           method=a.method, features=a.features, seed=a.seed, out=a.out,
-                                           plots=not a.no_plots))
+    method = choose("method", a["method"], ("kmeans", "hierarchical"), key="method")
+    features = choose("features", a["features"], ("change", "fraction"), key="features")
+    res = evaluate_clusters(ClustersConfig(table=a["table"], maps=a["maps"], regions=a["regions"],
+                                           region_id=a["region_id"], cell_size=a["cell_size"], spec=_spec(a),
+                                           k=str(a["k"]), k_max=a["k_max"], method=method, features=features,
+                                           seed=a["seed"], out=a["out"], plots=a["plots"]))
     r = res["result"]
     if r["silhouette"]:
         print("silhouette by k: " + ", ".join(f"{k}: {v:.3f}" for k, v in r["silhouette"].items()))
@@ -196,18 +117,49 @@ def run_clusters(a) -> None:
     _print_files(res["files"])
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    start = time.time()
-    if a.command == "demo":
-        from cropseg.evaluation.demo import main as demo_main
+def _areas(value) -> str | None:
+    """``stratum_areas`` as the text the evaluation parses (Hydra may hand over a number or a dict)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
-        return demo_main([a.out, "--seed", str(a.seed)])
-    with pd.option_context("display.width", 160, "display.max_columns", 30):
-        {"points": run_points, "agreement": run_agreement, "area": run_area, "clusters": run_clusters}[a.command](a)
-    print(f"done in {time.time() - start:.1f} s")
+
+def _timed(func):
+    def run(cfg: dict) -> int:
+        start = time.time()
+        with pd.option_context("display.width", 160, "display.max_columns", 30):
+            func(cfg)
+        print(f"done in {time.time() - start:.1f} s")
+        return 0
+
+    return run
+
+
+def run_demo(cfg: dict) -> int:
+    from cropseg.evaluation.demo import generate
+    from cropseg.io import ensure_output_dir
+
+    ensure_output_dir(cfg["out"], "out")
+    s = generate(cfg["out"], seed=cfg["seed"])
+    print(f"demo: {s['maps']} maps ({len(s['years'])} years), {s['points']} points, {s['regions']} regions in {cfg['out']}")
     return 0
+
+
+def _command(name: str, func, summary: str, positional: tuple[str, ...]) -> Command:
+    return Command(f"cropseg evaluate {name}", f"evaluate/{name}", func, summary, positional)
+
+
+EVALUATE = Group("cropseg evaluate", {
+    "points": _command("points", _timed(run_points), "accuracy at validation points", ("points", "maps...")),
+    "agreement": _command("agreement", _timed(run_agreement), "pixel-wise agreement with a reference raster",
+                          ("reference", "maps...")),
+    "area": _command("area", _timed(run_area), "cropland area per region and year", ("maps...",)),
+    "clusters": _command("clusters", _timed(run_clusters), "cluster cropland trajectories", ("maps...",)),
+    "demo": _command("demo", run_demo, "write the evaluation demo", ("out",)),
+}, __doc__.splitlines()[0])
+main = EVALUATE.main
 
 
 if __name__ == "__main__":

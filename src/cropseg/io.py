@@ -32,3 +32,43 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _make_writable_dir(folder: Path, key: str, given: Path) -> None:
+    from cropseg.errors import UserError
+
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file, not a folder" if parent == given else f"cannot be created: {parent} is a file"
+                raise UserError(f"{key}={given}: {where}")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_sibling(folder / "write-probe")
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{key}={given}: cannot be created or written ({err.strerror or type(err).__name__})") from None
+
+
+def ensure_output_dir(path: str | Path, key: str = "out") -> Path:
+    """Create the output folder ``path`` now, before any work, and check that files can be written in it.
+
+    A path that is a file, lies under a file, or cannot be created or written ends the
+    command with one line naming ``key`` (a UserError) instead of a traceback after the work.
+    """
+    path = Path(path).expanduser()
+    _make_writable_dir(path, key, path)
+    return path
+
+
+def ensure_output_file(path: str | Path, key: str = "out") -> Path:
+    """Check, before any work, that the output file ``path`` can be written (its folder is created)."""
+    from cropseg.errors import UserError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{key}={path}: is a folder, not a file")
+    _make_writable_dir(path.parent, key, path)
+    return path

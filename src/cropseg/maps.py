@@ -15,11 +15,16 @@ from pathlib import Path
 import numpy as np
 
 PROB_SCALE = 200  # uint8 DN per unit probability: p = DN / 200
+#: The one nodata value of every uint8 raster and label cropseg writes or reads by convention
+#: (maps, agreement and change rasters, packed-store labels, demo labels); the training label
+#: ``cropseg.data.transforms.IGNORE`` is this value as a float.
 NODATA = 255
 #: Output name of a map, from its scene's stem.
 OUTPUT_PATTERN = "{stem}_cropland.tif"
 #: Maps inside a folder.
 MAP_GLOB = "*_cropland.tif"
+#: Scenes inside a folder (``cropseg.inputs`` patterns).
+SCENE_GLOBS = (("*.tif", "*.tiff", "*.TIF", "*.TIFF"),)
 #: ``{year}_{grid}_cropland.tif`` (grid ids may contain underscores).
 MAP_NAME = re.compile(r"^(?P<year>\d{4})_(?P<grid>.+?)_cropland\.tiff?$", re.IGNORECASE)
 #: A scene's year: the leading ``YYYY`` of ``{year}_{grid}.tif``.

@@ -19,8 +19,9 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from cropseg.config import CONFIG_DIR, to_container
-from cropseg.errors import UserError
-from cropseg.maps import OUTPUT_PATTERN
+from cropseg.command import hydra_main
+from cropseg.errors import UserError, report_user_errors
+from cropseg.maps import OUTPUT_PATTERN, SCENE_GLOBS
 
 log = logging.getLogger("cropseg.predict")
 
@@ -32,8 +33,8 @@ SETTING_KEYS = ("window", "stride", "overlap", "margin", "blending", "padding", 
 
 def predict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """Run inference as ``cfg`` (conf/predict.yaml) describes; returns the summary."""
-    from cropseg.inference.predictor import (list_scenes, predict_many, settings_from_dict, shard, shard_info,
-                                             summary_dict)
+    from cropseg.inference.predictor import predict_many, settings_from_dict, shard, shard_info, summary_dict
+    from cropseg.inputs import expand_inputs
 
     t0 = time.time()
     if isinstance(cfg, DictConfig):
@@ -47,7 +48,8 @@ def predict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     settings = settings_from_dict({k: plain[k] for k in SETTING_KEYS if k in plain})
     if not plain.get("ckpt") and not plain.get("models"):
         raise UserError("ckpt is required (ckpt=path/to/model.ckpt), or models=[{ckpt: ..., from: ..., to: ...}]")
-    scenes_all = list_scenes(plain["input"])
+    # A missing or unreadable scene fails on its own (reported in the summary), not the whole run.
+    scenes_all = expand_inputs(plain["input"], SCENE_GLOBS, key="input", what="scenes", missing_ok=True)
     sh = plain.get("shard") or {}
     rank, world = shard_info(sh.get("rank"), sh.get("world_size"))
     scenes = shard(scenes_all, rank, world)
@@ -83,12 +85,9 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base="1.3")
+@report_user_errors  # inside Hydra too: Hydra reports what escapes the task function with a traceback
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        summary = predict(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    summary = predict(cfg)
     _print_summary(summary)
     try:
         out_dir = Path(cfg.paths.output_dir)
@@ -100,11 +99,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    _hydra_main()
-    return 0
+    return hydra_main("predict", _hydra_main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,29 +1,28 @@
 """``cropseg publish``: upload yearly cropland maps to Cloud Storage and ingest them into Earth Engine.
 
-    cropseg publish maps='out/2015_*_cropland.tif' bucket=gs://BUCKET/maps \\
-        asset=projects/PROJECT/assets/cropland/{year} [collection=...] [mode=ingest|cog] [--dry-run]
-    cropseg publish status [--no-poll] [--all]
+    cropseg publish 'out/2015_*_cropland.tif' bucket=gs://BUCKET/maps \\
+        asset=projects/PROJECT/assets/cropland/{year} [collection=...] [mode=ingest|cog] [dry_run=true]
+    cropseg publish status [poll=false] [all=true]
 
 1. Maps named ``{year}_{grid}_cropland.tif`` are grouped by year; each year's maps must
-   share CRS, band count and data types.
+   share CRS, band count, data types and encoding tags (threshold, probability scale).
 2. Each file is uploaded to ``bucket`` (google-cloud-storage); objects already there with
    the same size and CRC32C are skipped.
 3. ``mode=ingest``: one Earth Engine image per year from an ingestion manifest (one tileset
    of every file, band names, missing data, pyramiding policy per band — MEAN for the
-   probability, MODE for the class — and properties year, model, cropseg version,
-   threshold), started as an ingestion task and tracked in the task manifest shared with
-   ``cropseg gee``. ``mode=cog``: one Cloud-GeoTIFF-backed asset per file.
+   probability, MODE for the class — and properties year, model, cropseg version, and from
+   the maps' tags the threshold and the probability encoding, ``probability = DN / 200``),
+   started as an ingestion task and tracked in the task manifest shared with ``cropseg gee``. ``mode=cog``: one Cloud-GeoTIFF-backed asset per file.
    With ``collection``, images go into that ImageCollection (created if missing).
 
-``--dry-run`` needs no credentials: it writes the ingestion manifests (or asset requests)
-and ``uploads.json`` under ``dry_run.dir``.
+``dry_run=true`` needs no credentials: it writes the ingestion manifests (or asset requests)
+and ``uploads.json`` under ``dry_run_dir``. Every key: conf/publish.yaml (``--help``).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
-import glob
+import math
 import json
 import re
 import sys
@@ -34,10 +33,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cropseg import __version__
+from cropseg.command import Command, Group
 from cropseg.errors import UserError, report_user_errors
 from cropseg.io import write_text_atomic
-from cropseg.maps import MAP_NAME
+from cropseg.inputs import expand_inputs
+from cropseg.maps import MAP_GLOB, MAP_NAME
 
+#: Map tags that say how to read the pixels: every map of a year must agree, Earth Engine gets them.
+ENCODING_TAGS = ("threshold", "probability_scale", "probability_encoding")
 ASSET_ID = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/assets|users/[A-Za-z0-9_-]+)(/[A-Za-z0-9_-]+)+$")
 PYRAMIDING = {"MEAN", "MODE", "MIN", "MAX", "SAMPLE", "MEDIAN"}
 
@@ -54,6 +57,7 @@ class MapFile:
     size: int
     crc32c: str = ""
     uri: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,8 +77,10 @@ class Item:
 
 # -- inputs ---------------------------------------------------------------------------------
 
-def parse_bucket(bucket: str) -> tuple[str, str]:
-    bucket = str(bucket or "")
+def parse_bucket(bucket: str | None) -> tuple[str, str]:
+    if not bucket:
+        raise UserError("bucket is required (bucket=gs://BUCKET[/prefix]: where the maps are uploaded)")
+    bucket = str(bucket)
     if not bucket.startswith("gs://") or len(bucket) <= 5:
         raise UserError(f"bucket={bucket!r} must be a Cloud Storage URL gs://BUCKET[/prefix]")
     name, _, prefix = bucket[5:].partition("/")
@@ -101,13 +107,11 @@ def crc32c_b64(path: Path) -> str:
     return base64.b64encode(crc.digest()).decode()
 
 
-def read_maps(pattern: str) -> dict[int, list[MapFile]]:
-    """The maps matched by ``pattern``, grouped by year, each year's layout checked."""
+def read_maps(inputs) -> dict[int, list[MapFile]]:
+    """The maps named by ``inputs`` (files, globs, folders, list files), grouped by year, each year's layout checked."""
     import rasterio
 
-    paths = sorted(glob.glob(str(pattern)))
-    if not paths:
-        raise UserError(f"maps={pattern!r} matches no file")
+    paths = expand_inputs(inputs, (MAP_GLOB,), key="maps", what="maps")
     years: dict[int, list[MapFile]] = defaultdict(list)
     for p in map(Path, paths):
         m = MAP_NAME.match(p.name)
@@ -117,7 +121,7 @@ def read_maps(pattern: str) -> dict[int, list[MapFile]]:
             with rasterio.open(p) as src:
                 crs = src.crs.to_string() if src.crs else ""
                 mf = MapFile(p, int(m["year"]), m["grid"], crs, src.count, tuple(src.dtypes),
-                             tuple(src.nodatavals), p.stat().st_size)
+                             tuple(src.nodatavals), p.stat().st_size, tags=dict(src.tags()))
         except rasterio.errors.RasterioIOError as err:
             raise UserError(f"{p}: not a readable GeoTIFF ({str(err).splitlines()[0]})") from None
         if not mf.crs:
@@ -127,7 +131,8 @@ def read_maps(pattern: str) -> dict[int, list[MapFile]]:
         first = maps[0]
         for mf in maps[1:]:
             for what, a, b in (("CRS", first.crs, mf.crs), ("band count", first.count, mf.count),
-                               ("band types", first.dtypes, mf.dtypes)):
+                               ("band types", first.dtypes, mf.dtypes),
+                               *((f"tag {t}", first.tags.get(t), mf.tags.get(t)) for t in ENCODING_TAGS)):
                 if a != b:
                     raise UserError(f"maps of {year} differ in {what}: {first.path.name} has {a}, {mf.path.name} has {b}")
     return dict(sorted(years.items()))
@@ -152,12 +157,25 @@ def _bands(cfg: dict[str, Any], sample: MapFile) -> list[dict[str, Any]]:
     return out
 
 
-def properties(cfg: dict[str, Any], year: int) -> dict[str, Any]:
-    props = {"year": int(year), "cropseg_version": __version__}
+def properties(cfg: dict[str, Any], year: int, maps: list[MapFile]) -> dict[str, Any]:
+    """Image properties: year, version, model, and how to read the pixels — the threshold the class
+    band was made with and the probability encoding, both from the maps' own tags."""
+    props: dict[str, Any] = {"year": int(year), "cropseg_version": __version__}
     if cfg.get("model_name") is not None:
         props["model"] = str(cfg["model_name"])
-    if cfg.get("threshold") is not None:
+    tags = maps[0].tags  # the same in every map of the year (read_maps checks)
+    threshold = tags.get("threshold")
+    if threshold is not None:
+        if cfg.get("threshold") is not None and not math.isclose(float(cfg["threshold"]), float(threshold)):
+            raise UserError(f"threshold={cfg['threshold']} differs from the threshold {float(threshold):g} the maps "
+                            f"of {year} were made with (tag 'threshold' of {maps[0].path.name}); leave threshold=null")
+        props["threshold"] = float(threshold)
+    elif cfg.get("threshold") is not None:
         props["threshold"] = float(cfg["threshold"])
+    if tags.get("probability_scale"):
+        props["probability_scale"] = float(tags["probability_scale"])
+    if tags.get("probability_encoding"):
+        props["probability_encoding"] = str(tags["probability_encoding"])
     props.update(cfg.get("properties") or {})
     return props
 
@@ -189,11 +207,11 @@ def ingestion_manifest(cfg: dict[str, Any], year: int, maps: list[MapFile]) -> d
         "bands": _bands(cfg, maps[0]),
         "startTime": start,
         "endTime": end,
-        "properties": properties(cfg, year),
+        "properties": properties(cfg, year, maps),
     }
 
 
-def cog_request(cfg: dict[str, Any], mf: MapFile) -> dict[str, Any]:
+def cog_request(cfg: dict[str, Any], mf: MapFile, year_maps: list[MapFile]) -> dict[str, Any]:
     """A Cloud-GeoTIFF-backed image asset for one file."""
     collection = cfg.get("collection")
     template = str(cfg.get("cog_asset") or "{asset}_{grid}")
@@ -205,7 +223,7 @@ def cog_request(cfg: dict[str, Any], mf: MapFile) -> dict[str, Any]:
                             year=mf.year, grid=mf.grid)
     check_asset_id(asset, "cog_asset")
     start, end = _time(mf.year)
-    props = properties(cfg, mf.year)
+    props = properties(cfg, mf.year, year_maps)
     props["grid"] = mf.grid
     return {"name": asset, "type": "IMAGE", "gcsLocation": {"uris": [mf.uri]}, "startTime": start, "endTime": end,
             "properties": props}
@@ -228,7 +246,7 @@ def plan(cfg: dict[str, Any]) -> tuple[list[MapFile], list[Item]]:
             items.append(Item("ingest", year, "all", man["name"], {"asset": man["name"], "files": len(maps)}, man))
         else:
             for mf in maps:
-                req = cog_request(cfg, mf)
+                req = cog_request(cfg, mf, maps)
                 items.append(Item("cog", year, mf.grid, req["name"], {"asset": req["name"], "uri": mf.uri}, req))
     return files, items
 
@@ -297,7 +315,7 @@ class PublishBackend:
 
 
 def write_dry_run(cfg: dict[str, Any], files: list[MapFile], items: list[Item]) -> Path:
-    out = Path(cfg["dry_run"]["dir"])
+    out = Path(cfg["dry_run_dir"])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -311,33 +329,15 @@ def write_dry_run(cfg: dict[str, Any], files: list[MapFile], items: list[Item]) 
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cropseg publish", description=__doc__.split("\n\n")[0])
-    p.add_argument("args", nargs="*", help="[status] and key=value config overrides (conf/publish.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="write manifests and the upload list; touch nothing")
-    p.add_argument("--follow", action="store_true", help="wait until every ingestion has finished")
-    p.add_argument("--no-poll", action="store_true", help="status: show the manifest without asking Earth Engine")
-    p.add_argument("--all", action="store_true", help="status: list every task")
-    return p
-
-
-def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) -> int:
+def execute(cfg: dict[str, Any], storage_client=None, backend=None, sleep=time.sleep) -> int:
     from cropseg.gee import engine
-    from cropseg.gee.cli import load_config, show_status
     from cropseg.gee.tasks import Manifest, Policy, TaskManager
 
-    args = _parser().parse_intermixed_args(argv)
-    status = bool(args.args) and args.args[0] == "status"
-    overrides = args.args[1:] if status else args.args
-    if status:
-        overrides = [*overrides, "maps=-", "bucket=-"]
-    cfg = load_config(overrides, "publish")
     policy = Policy.from_config(cfg["tasks"])
-    if status:
-        return show_status(cfg["tasks"]["manifest"], cfg.get("project"), policy, poll=not args.no_poll,
-                           show_all=args.all, backend=backend)
+    if not cfg["maps"]:
+        raise UserError("maps are required (cropseg publish MAPS... bucket=gs://...)")
     files, items = plan(cfg)
-    if args.dry_run:
+    if cfg["dry_run"]:
         out = write_dry_run(cfg, files, items)
         kind = "ingestion manifest(s)" if cfg.get("mode", "ingest") == "ingest" else "asset request(s)"
         print(f"dry run: {len(files)} upload(s) in {out}/uploads.json, {len(items)} {kind} in {out}/; nothing touched")
@@ -359,8 +359,29 @@ def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) ->
         raise
     print(f"uploads: {counts['uploaded']} uploaded, {counts['skipped']} already there")
     manager = TaskManager(manifest, backend, policy)
-    print(manager.run(items, args.follow, float(cfg["tasks"].get("poll_s", 60)), sleep=sleep))
+    print(manager.run(items, cfg["follow"], float(cfg["tasks"].get("poll_s", 60)), sleep=sleep))
     return 0
+
+
+def status(cfg: dict[str, Any], backend=None) -> int:
+    from cropseg.gee.tasks import Policy, show_status
+
+    return show_status(cfg["tasks"]["manifest"], cfg.get("project"), Policy.from_config(cfg["tasks"]),
+                       poll=cfg["poll"], show_all=cfg["all"], backend=backend)
+
+
+def commands(storage_client=None, backend=None, sleep=time.sleep) -> Group:
+    """``cropseg publish [MAPS...]`` and ``cropseg publish status`` (clients replaceable in tests)."""
+    return Group("cropseg publish", {
+        "upload": Command("cropseg publish", "publish", lambda c: execute(c, storage_client, backend, sleep),
+                          "upload maps to Cloud Storage and ingest them into Earth Engine", ("maps...",)),
+        "status": Command("cropseg publish status", "publish", lambda c: status(c, backend),
+                          "show the publishing tasks (and ask Earth Engine about those in flight)"),
+    }, "Upload cropland maps to Cloud Storage and ingest them into Earth Engine.", default="upload")
+
+
+def run(argv: list[str], storage_client=None, backend=None, sleep=time.sleep) -> int:
+    return commands(storage_client, backend, sleep)(argv)
 
 
 @report_user_errors

@@ -1,15 +1,14 @@
-"""Compare training runs: ``cropseg runs summarize DIR [--metric val/iou] [--out PREFIX]``.
+"""Compare training runs: ``cropseg runs summarize DIR [metric=val/iou] [out=PREFIX]``.
 
 Finds every run folder under DIR (a single run, a multirun sweep, an Optuna search or a
 whole ``logs/`` tree), reads its overrides (``.hydra/overrides.yaml``), its best
-validation metrics (``metrics.csv``, the epoch with the best ``--metric``) and its best
+validation metrics (``metrics.csv``, the epoch with the best ``metric``) and its best
 checkpoint (``summary.json``), and prints and writes one table, best run first:
 ``DIR/runs_summary.csv`` and ``DIR/runs_summary.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cropseg.errors import UserError, report_user_errors
-from cropseg.io import write_text_atomic
+from cropseg.command import Command, Group
+from cropseg.errors import UserError, choose
+from cropseg.io import ensure_output_file, write_text_atomic
 
 #: Overrides that say where, not what: left out of the table.
 HIDDEN_PREFIXES = ("paths.", "hydra.", "trainer.default_root_dir", "hparams_search")
@@ -151,28 +151,29 @@ def _optuna_results(root: Path) -> list[str]:
     return lines
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cropseg runs", description="Summarize training runs and sweeps.")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("summarize", help="one table of runs, overrides and best validation metrics, best first")
-    s.add_argument("dir", help="a run, sweep or logs folder")
-    s.add_argument("--metric", default="val/iou", help="metric to rank by (default val/iou)")
-    s.add_argument("--mode", choices=["max", "min"], help="default: min for losses, max otherwise")
-    s.add_argument("--out", help="path prefix of the tables (default DIR/runs_summary)")
-    a = p.parse_args(argv)
-    root = Path(a.dir)
-    df = summarize(root, a.metric, a.mode)
-    prefix = Path(a.out) if a.out else root / "runs_summary"
+def run_summarize(a: dict) -> int:
+    root = Path(a["dir"])
+    metric = a["metric"]
+    mode = choose("mode", a["mode"], ("max", "min"), key="mode") if a["mode"] else None
+    prefix = Path(a["out"]) if a["out"] else root / "runs_summary"
+    if root.is_dir() or a["out"]:
+        ensure_output_file(prefix.with_name(prefix.name + ".csv"), "out")
+    df = summarize(root, metric, mode)
     md = _markdown(df)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(prefix.with_name(prefix.name + ".csv"), df.to_csv(index=False))
     write_text_atomic(prefix.with_name(prefix.name + ".md"), md)
     print(md)
     best = df.iloc[0]
-    if not pd.isna(best[a.metric]):
-        print(f"best: {best['run']} ({a.metric} {best[a.metric]:.4f})\n  checkpoint: {best['best_checkpoint'] or '-'}")
+    if not pd.isna(best[metric]):
+        print(f"best: {best['run']} ({metric} {best[metric]:.4f})\n  checkpoint: {best['best_checkpoint'] or '-'}")
     for line in _optuna_results(root):
         print(line)
     print(f"tables: {prefix}.csv, {prefix}.md")
     return 0
+
+
+RUNS = Group("cropseg runs", {"summarize": Command(
+    "cropseg runs summarize", "runs/summarize", run_summarize,
+    "one table of runs, overrides and best validation metrics, best first", ("dir",))},
+    "Summarize training runs and sweeps.")
+main = RUNS.main

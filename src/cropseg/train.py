@@ -21,7 +21,8 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from cropseg.config import CONFIG_DIR, datamodule_from_config, model_from_config, to_container
-from cropseg.errors import UserError
+from cropseg.command import hydra_main
+from cropseg.errors import UserError, report_user_errors
 from cropseg.models.callbacks import FreezeEncoder
 from cropseg.models.checkpoint import init_weights
 from cropseg.io import write_text_atomic
@@ -190,24 +191,18 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+@report_user_errors  # inside Hydra too: Hydra reports what escapes the task function with a traceback
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        _check_search_space(cfg)
-        summary = train(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    _check_search_space(cfg)
+    summary = train(cfg)
     _print_summary(summary)
     value = summary.get(cfg.get("optimized_metric", "val/iou"))
     return float(value) if value is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    _hydra_main()
-    return 0
+    return hydra_main("train", _hydra_main, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

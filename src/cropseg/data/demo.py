@@ -13,18 +13,18 @@ shape and texture matter, as in real imagery.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cropseg.bands import DEFAULT_BANDS, ndvi
-from cropseg.errors import UserError, report_user_errors
-from cropseg.io import write_text_atomic
+from cropseg.command import Command
+from cropseg.errors import UserError
+from cropseg.io import ensure_output_dir, write_text_atomic
+from cropseg.parallel import parallel_map
 
 from .index import NUM_CLASSES, patch_class
 from .patches import patch_name, patch_path, write_list, write_patch
@@ -190,7 +190,7 @@ def _write_one(args: tuple[DemoSpec, int, str]) -> tuple[str, int]:
     return name, int(patch_class(float(label[np.isfinite(data).all(-1)].mean())))
 
 
-def generate_demo(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 0, force: bool = False) -> Path:
+def generate_demo(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 1, force: bool = False) -> Path:
     """Write ``out/data/*.h5``, ``out/train.txt``, ``out/val.txt`` and ``out/demo.json``.
 
     Rerunning with the same spec reuses what exists (patches are written atomically, the
@@ -206,13 +206,9 @@ def generate_demo(out: str | Path, spec: DemoSpec = DemoSpec(), workers: int = 0
         if old == asdict(spec):
             return out
         if old is not None:
-            raise UserError(f"{manifest}: demo data with other parameters exists there; use another folder or --force")
+            raise UserError(f"{manifest}: demo data with other parameters exists there; use another folder or force=true")
     jobs = [(spec, i, str(out)) for i in range(spec.num_patches)]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_write_one, jobs))
-    else:
-        results = [_write_one(j) for j in jobs]
+    results = list(parallel_map(_write_one, jobs, workers))
     names = [n for n, _ in results]
     val = [n for i, n in enumerate(names) if i % spec.val_every == spec.val_every - 1]
     train = [n for i, n in enumerate(names) if i % spec.val_every != spec.val_every - 1]
@@ -227,24 +223,19 @@ def ensure_demo(root: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     return generate_demo(root, spec)
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cropseg demo", description="Generate the demo dataset of H5 patches.")
-    p.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
-    p.add_argument("--num-patches", type=int, default=DemoSpec.num_patches)
-    p.add_argument("--size", type=int, default=DemoSpec.size, help="patch size in pixels")
-    p.add_argument("--seed", type=int, default=DemoSpec.seed)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="regenerate even if other demo data is there")
-    a = p.parse_args(argv)
-    if a.num_patches < 1 or a.size < 16:
-        raise UserError("--num-patches must be >= 1 and --size >= 16")
+def run(cfg: dict) -> int:
+    if cfg["num_patches"] < 1 or cfg["size"] < 16:
+        raise UserError("num_patches must be >= 1 and size >= 16")
+    ensure_output_dir(cfg["out"], "out")
     t0 = time.time()
-    spec = DemoSpec(num_patches=a.num_patches, size=a.size, seed=a.seed)
-    out = generate_demo(a.out, spec, workers=a.workers, force=a.force)
+    spec = DemoSpec(num_patches=cfg["num_patches"], size=cfg["size"], seed=cfg["seed"])
+    out = generate_demo(cfg["out"], spec, workers=cfg["workers"], force=cfg["force"])
     print(f"demo dataset: {spec.num_patches} patches of {spec.size}x{spec.size} in {out}/data "
           f"(lists: {out}/train.txt, {out}/val.txt) in {time.time() - t0:.1f}s")
     return 0
+
+
+main = Command("cropseg demo", "demo", run, "Generate the demo dataset of H5 patches.").main
 
 
 if __name__ == "__main__":

@@ -3,12 +3,11 @@
 ``write_demo_scene`` renders one landscape with :func:`cropseg.data.demo.render_scene`
 and writes it as a float32 GeoTIFF (band descriptions B, G, R, NIR, SWIR1, NDVI, Dem,
 NaN nodata, tiled LZW), named ``{year}_{grid}.tif`` by ``main``, plus optionally the
-label raster. ``python -m cropseg.data.demo_scene --out data/demo_scenes`` writes a few.
+label raster. ``python -m cropseg.data.demo_scene out=data/demo_scenes`` writes a few.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Sequence
@@ -16,8 +15,10 @@ from typing import Sequence
 import numpy as np
 
 from cropseg.bands import DEFAULT_BANDS, LABEL_BAND
-from cropseg.errors import UserError, report_user_errors
-from cropseg.io import atomic_path
+from cropseg.command import Command
+from cropseg.errors import UserError
+from cropseg.io import atomic_path, ensure_output_dir
+from cropseg.maps import NODATA
 
 from .demo import render_scene
 
@@ -54,9 +55,9 @@ def write_demo_scene(path: str | Path, height: int = 300, width: int = 400, seed
                 dst.set_band_description(i, band)
             dst.update_tags(source="cropseg-demo", year=str(year), seed=str(seed))
     if label_path is not None:
-        lp = dict(profile, count=1, dtype="uint8", nodata=255)
+        lp = dict(profile, count=1, dtype="uint8", nodata=NODATA)
         lab = label.astype(np.uint8)
-        lab[~np.isfinite(data).all(-1)] = 255
+        lab[~np.isfinite(data).all(-1)] = NODATA
         with atomic_path(label_path) as tmp:
             with rasterio.open(tmp, "w", **lp) as dst:
                 dst.write(lab, 1)
@@ -64,36 +65,27 @@ def write_demo_scene(path: str | Path, height: int = 300, width: int = 400, seed
     return path
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cropseg.data.demo_scene",
-                                description="Write georeferenced demo scenes {year}_{grid}.tif (+ labels).")
-    p.add_argument("--out", default="data/demo_scenes", help="output folder (default: data/demo_scenes)")
-    p.add_argument("--years", type=int, nargs="+", default=[2010, 2015])
-    p.add_argument("--grids", type=int, nargs="+", default=[901])
-    p.add_argument("--height", type=int, default=600)
-    p.add_argument("--width", type=int, default=800)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--crs", default="EPSG:32622")
-    p.add_argument("--bands", nargs="+", default=list(DEFAULT_BANDS),
-                   help="bands to write (e.g. B G R NIR SWIR1 to leave NDVI and Dem to inference)")
-    p.add_argument("--labels", action="store_true", help="also write {year}_{grid}_label.tif")
-    a = p.parse_args(argv)
-    if a.height < 1 or a.width < 1:
-        raise UserError("--height and --width must be >= 1")
+def run(a: dict) -> int:
+    if a["height"] < 1 or a["width"] < 1:
+        raise UserError("height and width must be >= 1")
+    bands = list(a["bands"] or DEFAULT_BANDS)
     t0 = time.time()
-    out = Path(a.out)
+    out = ensure_output_dir(a["out"], "out")
     written = []
-    for k, grid in enumerate(a.grids):
-        for year in a.years:
+    for k, grid in enumerate(a["grids"]):
+        for year in a["years"]:
             path = out / f"{year}_{grid}.tif"
-            label = out / f"{year}_{grid}_label.tif" if a.labels else None
-            write_demo_scene(path, a.height, a.width, a.seed + grid, year, a.crs,
-                             (500000.0 + k * a.width * 30.0, 9000000.0), 30.0, True, a.bands, label)
+            label = out / f"{year}_{grid}_label.tif" if a["labels"] else None
+            write_demo_scene(path, a["height"], a["width"], a["seed"] + int(grid), int(year), a["crs"],
+                             (500000.0 + k * a["width"] * 30.0, 9000000.0), 30.0, True, bands, label)
             written.append(path)
-    print(f"demo scenes: {len(written)} of {a.height}x{a.width} ({', '.join(a.bands)}) in {out} "
+    print(f"demo scenes: {len(written)} of {a['height']}x{a['width']} ({', '.join(bands)}) in {out} "
           f"in {time.time() - t0:.1f}s")
     return 0
+
+
+main = Command("python -m cropseg.data.demo_scene", "demo_scene", run,
+               "Write georeferenced demo scenes {year}_{grid}.tif (+ labels).").main
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from cropseg.errors import UserError
 from cropseg.io import write_text_atomic
+from cropseg.parallel import parallel_map
 
 from .index import NUM_CLASSES, build_index
 from .patches import list_patches, patch_path, read_list, read_patch
@@ -85,11 +85,7 @@ def describe(root: str | Path, names: Sequence[str] | None = None, *, workers: i
     per_patch = max(64, math.ceil(max_pixels / len(names)))
     jobs = [(str(patch_path(root, n)), per_patch, seed) for n in names]
     bar = dict(total=len(jobs), desc="band statistics", unit="patch", disable=not progress)
-    if workers > 1 and len(jobs) > 8:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(_patch_stats, jobs, chunksize=max(1, len(jobs) // (workers * 8))), **bar))
-    else:
-        results = [_patch_stats(j) for j in tqdm(jobs, **bar)]
+    results = list(tqdm(parallel_map(_patch_stats, jobs, workers if len(jobs) > 8 else 1), **bar))
     bands = results[0][2]
     for (_, _, b), n in zip(results, names):
         if b != bands:

@@ -8,9 +8,7 @@ computed once and reused while the files are unchanged (same size and mtime).
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +17,7 @@ import pandas as pd
 
 from cropseg.errors import UserError
 from cropseg.io import atomic_path
+from cropseg.parallel import parallel_map
 
 from .patches import patch_path, read_patch
 
@@ -146,10 +145,8 @@ def _describe_many(paths: list[Path], workers: int, progress: bool) -> list[dict
     from tqdm.auto import tqdm
 
     bar = dict(total=len(paths), desc="indexing patches", unit="patch", disable=not progress)
-    if workers and workers > 1 and len(paths) > 8:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(tqdm(pool.map(_describe_or_error, paths, chunksize=max(1, math.ceil(len(paths) / (workers * 8)))), **bar))
-    return [_describe_or_error(p) for p in tqdm(paths, **bar)]
+    # A handful of patches is read faster than processes start.
+    return list(tqdm(parallel_map(_describe_or_error, paths, workers if len(paths) > 8 else 1), **bar))
 
 
 def find_missing(root: str | Path, names: Sequence[str]) -> list[str]:

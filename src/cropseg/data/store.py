@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,6 +37,7 @@ import pandas as pd
 from cropseg.bands import Normalization
 from cropseg.errors import UserError
 from cropseg.io import atomic_path, write_text_atomic
+from cropseg.maps import NODATA
 
 from .datamodule import PatchDataset
 from .index import INDEX_COLUMNS, describe_arrays
@@ -51,7 +51,7 @@ PLAN = "plan.json"
 PARTS = ".parts"
 INDEX = "index.csv"
 ARRAYS = {"image16": np.float16, "image32": np.float32, "label": np.uint8}
-LABEL_NODATA = int(IGNORE)  # label nodata in the store is the training IGNORE value
+LABEL_NODATA = NODATA  # cropseg's one nodata value (cropseg.maps.NODATA), the training IGNORE
 #: Bands stored as float32 by default: Dem in metres reaches ~9000, where float16's step is 8 m.
 DEFAULT_FLOAT32_BANDS = ("Dem",)
 F16_MAX = float(np.finfo(np.float16).max)
@@ -397,19 +397,13 @@ def pack(root: str | Path, out: str | Path, *, names: Sequence[str] | None = Non
     skipped = n - sum(j["stop"] - j["start"] for j in jobs)
     from tqdm.auto import tqdm
 
-    workers = workers or os.cpu_count() or 1
+    from cropseg.parallel import parallel_map
+
     errors: list[str] = []
     with tqdm(total=n, initial=skipped, desc="packing patches", unit="patch", disable=not progress) as bar:
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                for res in pool.map(_pack_chunk, jobs):
-                    errors += [res["error"]] if "error" in res else []
-                    bar.update(res.get("done", 0))
-        else:
-            for job in jobs:
-                res = _pack_chunk(job)
-                errors += [res["error"]] if "error" in res else []
-                bar.update(res.get("done", 0))
+        for res in parallel_map(_pack_chunk, jobs, workers, chunksize=1):
+            errors += [res["error"]] if "error" in res else []
+            bar.update(res.get("done", 0))
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise UserError(f"prepare pack: {len(errors)} patch(es) could not be packed: " + "; ".join(errors[:3]) + more

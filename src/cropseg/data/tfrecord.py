@@ -34,8 +34,10 @@ from cropseg.bands import DEFAULT_BANDS, LABEL_BAND
 from cropseg.errors import UserError
 from cropseg.io import atomic_path
 
-from .patches import patch_name, patch_path, write_patch
+from .patches import patch_name, patch_path, read_attrs, write_patch
 
+#: Folder (in the output) where the workers of one conversion claim patch names; its owner's pid follows.
+CLAIMS_PREFIX = ".convert-claims-"
 #: Scalar properties of every Earth Engine sample record.
 ID_KEY = "ID"
 GRID_KEY = "GridID"
@@ -276,6 +278,10 @@ def convert_file(path: str | Path, out: str | Path, spec: ConvertSpec, claims: s
                         raise RecordError(f"duplicate GridID-ID {name} (first seen in {owner})")
                 target = patch_path(out, name)
                 if target.exists():
+                    earlier = _converted_from(target)
+                    if earlier is not None and earlier != path.name:
+                        # Another file's record: not a rerun of this one, a duplicate GridID-ID across exports.
+                        raise RecordError(f"duplicate GridID-ID {name} (already converted from {earlier})")
                     res.existing += 1
                     continue
                 write_patch(target, data, label, spec.bands, grid_id=grid_id, point_id=point_id, year=spec.year,
@@ -291,6 +297,18 @@ def convert_file(path: str | Path, out: str | Path, spec: ConvertSpec, claims: s
         res.reasons[kind] = res.reasons.get(kind, 0) + 1
         res.log.append((str(path), "-", "", str(err)))
     return res
+
+
+def _converted_from(target: Path) -> str | None:
+    """The TFRecord file name a converted patch came from (its ``source`` attribute ``FILE#INDEX``), or
+    None for patches written without one (older conversions, other tools)."""
+    try:
+        source = read_attrs(target).get("source")
+    except UserError:
+        return None
+    if not isinstance(source, str) or "#" not in source:
+        return None
+    return source.rsplit("#", 1)[0]
 
 
 def read_file_arrays(path: str | Path, spec: ConvertSpec) -> tuple[int, int]:
@@ -452,21 +470,15 @@ def _num(s: str) -> float:
 # --------------------------------------------------------------------------- many files
 
 
-def find_tfrecords(spec: str | Path) -> list[Path]:
-    """Files named by a folder (every ``*.tfrecord.gz``, ``*.tfrecord``, ``*.gz`` in it), a glob or a file."""
-    import glob
+#: TFRecord files inside a folder (``cropseg.inputs`` patterns).
+TFRECORD_GLOBS = (("*.tfrecord.gz", "*.tfrecord", "*.tfrecords", "*.gz"),)
 
-    p = Path(spec)
-    if p.is_dir():
-        files = sorted({*p.glob("*.tfrecord.gz"), *p.glob("*.tfrecord"), *p.glob("*.tfrecords"), *p.glob("*.gz")})
-    elif p.is_file():
-        files = [p]
-    else:
-        files = sorted(Path(f) for f in glob.glob(str(spec), recursive=True) if Path(f).is_file())
-    files = [f for f in files if not f.name.startswith(".")]
-    if not files:
-        raise UserError(f"in={spec}: no TFRecord files there")
-    return files
+
+def find_tfrecords(specs: str | Path | Sequence[str | Path], key: str = "in") -> list[Path]:
+    """TFRecord files named by files, folders, globs or list files (``cropseg.inputs.expand_inputs``)."""
+    from cropseg.inputs import expand_inputs
+
+    return expand_inputs(specs, TFRECORD_GLOBS, key=key, what="TFRecord files")
 
 
 @dataclass
@@ -501,42 +513,55 @@ def _convert_job(args: tuple[str, str, ConvertSpec, str]) -> FileResult:
     return convert_file(path, out, spec, claims)
 
 
+def _remove_stale_claims(out: Path) -> None:
+    """Remove claim folders of runs that no longer exist (``kill -9``, a crash): their owner's
+    pid is in the name; a run still going (another process converting into ``out``) keeps its own."""
+    import shutil
+
+    for folder in out.glob(f"{CLAIMS_PREFIX}*"):
+        pid = folder.name[len(CLAIMS_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def convert_many(files: Sequence[str | Path], out: str | Path, spec: ConvertSpec, workers: int = 0,
                  progress: bool = True, log_path: str | Path | None = None) -> ConvertSummary:
-    """Convert ``files`` in parallel (one process per file at a time); write a CSV log of every problem."""
+    """Convert ``files`` in parallel (one process per file at a time, ``cropseg.parallel``); write a
+    CSV log of every problem."""
     import csv
     import shutil
     import tempfile
     import time
-    from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
+
+    from cropseg.parallel import parallel_map
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    claims = Path(tempfile.mkdtemp(prefix=".convert-claims-", dir=out))
+    _remove_stale_claims(out)
+    claims = Path(tempfile.mkdtemp(prefix=f"{CLAIMS_PREFIX}{os.getpid()}-", dir=out))
     summary = ConvertSummary()
     logs: list[tuple[str, str, str, str]] = []
     jobs = [(str(f), str(out), spec, str(claims)) for f in files]
-    workers = min(workers or (os.cpu_count() or 1), len(jobs))
     bar = tqdm(total=len(jobs), desc="converting", unit="file", disable=not progress)
     try:
-        if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                results = pool.map(_convert_job, jobs)
-                for r in results:
-                    summary.add(r)
-                    logs += r.log
-                    bar.update()
-                    bar.set_postfix(written=summary.written, failed=summary.failed, refresh=False)
-        else:
-            for job in jobs:
-                r = _convert_job(job)
-                summary.add(r)
-                logs += r.log
-                bar.update()
-                bar.set_postfix(written=summary.written, failed=summary.failed, refresh=False)
+        for r in parallel_map(_convert_job, jobs, workers, chunksize=1):
+            summary.add(r)
+            logs += r.log
+            bar.update()
+            bar.set_postfix(written=summary.written, failed=summary.failed, refresh=False)
     finally:
         bar.close()
         shutil.rmtree(claims, ignore_errors=True)

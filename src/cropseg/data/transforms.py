@@ -15,8 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: Label value of pixels that count for neither the loss nor the metrics (nodata, padding).
-IGNORE = 255.0
+from cropseg.maps import NODATA
+
+#: Label value of pixels that count for neither the loss nor the metrics (nodata, padding): the one
+#: nodata value of cropseg (``cropseg.maps.NODATA``, 255), as a float for the float labels the losses see.
+IGNORE = float(NODATA)
 
 
 @dataclass

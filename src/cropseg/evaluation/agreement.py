@@ -5,7 +5,7 @@ size of the map; nearest by default, ``mode`` when the reference is finer), pixe
 valid in both are compared, and every count is an area (true pixel areas), so tiles
 at different latitudes weigh what they cover. Codes of the agreement map:
 0 both non-cropland, 1 both cropland, 2 map only (commission), 3 reference only
-(omission), 255 no data in either.
+(omission), ``cropseg.maps.NODATA`` (255) no data in either.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from cropseg.errors import UserError
-from cropseg.io import atomic_path
+from cropseg.io import atomic_path, ensure_output_dir
+from cropseg.maps import NODATA
 
-from .geodesy import row_pixel_areas
+from .geodesy import pixel_areas
 from .maps import MapRaster, MapSpec, open_map, open_maps
 from .metrics import METRICS, metrics_from_counts
 
@@ -51,7 +52,7 @@ def compare(m: MapRaster, ref: MapRaster, resampling: Resampling, out_tif: Path 
     areas = np.zeros(5)
     counts = np.zeros(5, np.int64)
     profile = dict(driver="GTiff", width=m.width, height=m.height, count=1, dtype="uint8", crs=m.crs,
-                   transform=m.transform, nodata=255, compress="lzw", tiled=True, blockxsize=256, blockysize=256)
+                   transform=m.transform, nodata=NODATA, compress="lzw", tiled=True, blockxsize=256, blockysize=256)
     with contextlib.ExitStack() as stack:
         ds = stack.enter_context(rasterio.open(m.path))
         rsrc = stack.enter_context(rasterio.open(ref.path))
@@ -69,16 +70,15 @@ def compare(m: MapRaster, ref: MapRaster, resampling: Resampling, out_tif: Path 
             rcrop, rvalid, _ = ref.interpret(vrt.read(ref.bands_to_read(), window=win))
             rvalid &= vrt.read_masks(1, window=win) > 0
             both = valid & rvalid
-            code = np.full(crop.shape, 255, np.uint8)
+            code = np.full(crop.shape, NODATA, np.uint8)
             code[both] = np.where(crop & rcrop, 1, np.where(crop & ~rcrop, 2, np.where(~crop & rcrop, 3, 0)))[both]
-            a = row_pixel_areas(m.transform, int(win.height), m.crs, int(win.row_off))[:, None]
-            for k in range(4):
-                sel = code == k
-                areas[k] += float((a * sel).sum())
-                counts[k] += int(sel.sum())
-            sel = valid & ~rvalid
-            areas[4] += float((a * sel).sum())
-            counts[4] += int(sel.sum())
+            a = np.broadcast_to(pixel_areas(m.transform, m.crs, int(win.row_off), int(win.height), 0, m.width),
+                                code.shape)
+            code[valid & ~rvalid] = 4  # map valid, no reference: counted, then written as nodata
+            keep = code != NODATA
+            areas += np.bincount(code[keep], weights=a[keep], minlength=5)
+            counts += np.bincount(code[keep], minlength=5)
+            code[code == 4] = NODATA
             if writer is not None:
                 writer.write(code, 1, window=win)
     return areas, counts
@@ -102,22 +102,21 @@ def evaluate_agreement(cfg: AgreementConfig) -> dict:
     try:
         resampling = Resampling[cfg.resampling]
     except KeyError:
-        raise UserError(f"--resampling {cfg.resampling!r}: choose one of nearest, mode, min, max, med") from None
+        raise UserError(f"resampling={cfg.resampling!r}: choose one of nearest, mode, min, max, med") from None
+    out = ensure_output_dir(cfg.out, "out")
     ref = open_map(cfg.reference, cfg.reference_spec)
     maps = open_maps(cfg.maps, cfg.spec)
     if cfg.year is not None:
         maps = [m for m in maps if m.year == cfg.year]
         if not maps:
-            raise UserError(f"mismatched years: no map is for --year {cfg.year}")
+            raise UserError(f"mismatched years: no map is for year={cfg.year}")
     elif ref.year is not None and any(m.year is not None for m in maps):
         same = [m for m in maps if m.year == ref.year]
         if not same:
             years = ", ".join(sorted({str(m.year) for m in maps}))
             raise UserError(f"mismatched years: reference {ref.path.name} is for {ref.year}, maps are for {years} "
-                            "(pass --year YEAR to compare anyway)")
+                            "(pass year=YEAR to compare anyway)")
         maps = same
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows, tifs = [], []
     total_a, total_c = np.zeros(5), np.zeros(5, np.int64)
     for m in maps:

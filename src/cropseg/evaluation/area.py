@@ -1,9 +1,11 @@
 """Cropland area per region (polygons, regular lon/lat cells, or map tiles) and year.
 
-Pixel areas are true areas: geodesic (WGS84 ellipsoid) row by row in a geographic CRS,
-the nominal pixel area in a projected one (see ``geodesy``). Maps are streamed in strips,
-so a map never has to fit in memory. A region's area sums every map of the year that
-overlaps it (tiles of one year are assumed not to overlap).
+Pixel areas are true areas on the ellipsoid of the map's CRS: exact per row in a
+geographic CRS, the map-plane area over the projection's areal scale factor in a
+projected one (see ``geodesy``). Maps are streamed in strips, so a map never has to fit
+in memory; each strip is labelled with its zones once and summed per zone in one
+``bincount`` pass (not one mask per zone). A region's area sums every map of the year
+that overlaps it (tiles of one year are assumed not to overlap).
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from cropseg.errors import UserError
+from cropseg.io import ensure_output_dir
+from cropseg.maps import NODATA
 
-from .geodesy import row_pixel_areas
+from .geodesy import pixel_areas
 from .maps import MapRaster, MapSpec, maps_by_year, open_maps
 from .vector import WGS84, read_regions
+
+
+def _strip_areas(m: MapRaster, win: Window) -> np.ndarray:
+    """True pixel areas (m²) of a strip, broadcastable to (rows, width)."""
+    return pixel_areas(m.transform, m.crs, int(win.row_off), int(win.height), 0, m.width)
 
 
 def map_class_areas(m: MapRaster, rows: int = 1024) -> tuple[float, float]:
@@ -33,22 +42,16 @@ def map_class_areas(m: MapRaster, rows: int = 1024) -> tuple[float, float]:
     crop = valid_total = 0.0
     with rasterio.open(m.path) as ds:
         for win, c, v, _ in m.blocks(ds, rows):
-            a = row_pixel_areas(m.transform, int(win.height), m.crs, int(win.row_off))
-            crop += float((c.sum(1) * a).sum())
-            valid_total += float((v.sum(1) * a).sum())
+            a = _strip_areas(m, win)
+            crop += float((a * c).sum())
+            valid_total += float((a * v).sum())
     return crop, valid_total
 
 
 def _geom_bounds(g: dict) -> tuple[float, float, float, float]:
-    def walk(c):
-        if isinstance(c[0], (int, float)):
-            yield c
-        else:
-            for sub in c:
-                yield from walk(sub)
+    from shapely.geometry import shape
 
-    pts = np.array([p[:2] for p in walk(g["coordinates"])], float)
-    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+    return tuple(float(v) for v in shape(g).bounds)  # type: ignore[return-value]
 
 
 @dataclass
@@ -76,16 +79,29 @@ def cell_id(lon: float, lat: float, size: float) -> str:
 
 
 def _accumulate(m: MapRaster, zones_for_strip, rows: int) -> dict:
-    """Per zone id: [cropland m², mapped m², nodata m²] over one map."""
+    """Per zone id: [cropland m², mapped m², nodata m²] over one map.
+
+    ``zones_for_strip(win)`` labels the strip's pixels: (int array, -1 outside every zone; ids
+    of the labels 0..K-1). Each sum is one weighted ``bincount`` over the labelled pixels.
+    """
     acc: dict = {}
     with rasterio.open(m.path) as ds:
         for win, crop, valid, _ in m.blocks(ds, rows):
-            a = row_pixel_areas(m.transform, int(win.height), m.crs, int(win.row_off))[:, None]
-            for zid, mask in zones_for_strip(win):
-                sums = acc.setdefault(zid, np.zeros(3))
-                sums[0] += float((a * (crop & mask)).sum())
-                sums[1] += float((a * (valid & mask)).sum())
-                sums[2] += float((a * (~valid & mask)).sum())
+            label, ids = zones_for_strip(win)
+            if not ids:
+                continue
+            inside = label >= 0
+            lab = label[inside]
+            a = np.broadcast_to(_strip_areas(m, win), label.shape)[inside]
+            v = valid[inside]
+            k = len(ids)
+            sums = np.stack([np.bincount(lab, weights=a * crop[inside], minlength=k),
+                             np.bincount(lab, weights=a * v, minlength=k),
+                             np.bincount(lab, weights=a * ~v, minlength=k)], axis=1)
+            present = np.bincount(lab, minlength=k) > 0
+            for j in np.flatnonzero(present):
+                acc.setdefault(ids[j], np.zeros(3))
+                acc[ids[j]] += sums[j]
     return acc
 
 
@@ -100,13 +116,14 @@ def _region_zones(m: MapRaster, regions: Regions):
         geoms.append(gm)
         idx.append(k)
 
+    ids = [regions.ids[k] for k in idx]
+
     def zones(win: Window):
         if not geoms:
-            return []
-        label = rasterize([(g, i + 1) for i, g in enumerate(geoms)], out_shape=(int(win.height), int(win.width)),
-                          transform=window_transform(win, m.transform), fill=0, dtype="int32")
-        present = np.unique(label)
-        return [(regions.ids[idx[v - 1]], label == v) for v in present if v > 0]
+            return np.full((int(win.height), int(win.width)), -1), []
+        label = rasterize([(g, i) for i, g in enumerate(geoms)], out_shape=(int(win.height), int(win.width)),
+                          transform=window_transform(win, m.transform), fill=-1, dtype="int32")
+        return label, ids
 
     return zones
 
@@ -128,8 +145,7 @@ def _cell_zones(m: MapRaster, size: float):
         ci = np.floor(lon / size).astype(np.int64)
         cj = np.floor(lat / size).astype(np.int64)
         pairs, inverse = np.unique(np.stack([ci.ravel(), cj.ravel()], 1), axis=0, return_inverse=True)
-        inverse = inverse.reshape(ci.shape)
-        return [((int(i), int(j)), inverse == k) for k, (i, j) in enumerate(pairs)]
+        return inverse.reshape(ci.shape), [(int(i), int(j)) for i, j in pairs]
 
     return zones
 
@@ -149,7 +165,7 @@ def area_table(maps: Sequence[MapRaster], regions: Regions | None = None, cell_s
                 bbox[cid] = (i * cell_size, j * cell_size, (i + 1) * cell_size, (j + 1) * cell_size)
                 acc[cid] = v
         else:
-            acc = _accumulate(m, lambda win: [(m.grid, np.ones((int(win.height), m.width), bool))], rows)
+            acc = _accumulate(m, lambda win: (np.zeros((int(win.height), m.width), np.int64), [m.grid]), rows)
             bbox[m.grid] = transform_bounds(m.crs, WGS84, *m.bounds) if m.crs != WGS84 else tuple(m.bounds)
         for zid, v in acc.items():
             records.setdefault((zid, m.year), np.zeros(3))
@@ -172,7 +188,7 @@ def area_table(maps: Sequence[MapRaster], regions: Regions | None = None, cell_s
 
 def change_rasters(maps: Sequence[MapRaster], first: int, last: int, out_dir: Path) -> list[Path]:
     """Per map tile present in both years with the same grid: 0 stable non-cropland, 1 stable cropland,
-    2 gain, 3 loss, 255 nodata (uint8 GeoTIFF)."""
+    2 gain, 3 loss, ``cropseg.maps.NODATA`` nodata (uint8 GeoTIFF)."""
     from cropseg.io import atomic_path
 
     by_year = maps_by_year(maps)
@@ -185,7 +201,7 @@ def change_rasters(maps: Sequence[MapRaster], first: int, last: int, out_dir: Pa
             continue
         path = out_dir / f"change_{first}_{last}_{grid}.tif"
         profile = dict(driver="GTiff", width=ma.width, height=ma.height, count=1, dtype="uint8", crs=ma.crs,
-                       transform=ma.transform, nodata=255, compress="lzw")
+                       transform=ma.transform, nodata=NODATA, compress="lzw")
         with rasterio.open(ma.path) as da, rasterio.open(mb.path) as db, atomic_path(path) as tmp:
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.write_colormap(1, {0: (230, 230, 230, 255), 1: (120, 170, 90, 255), 2: (30, 90, 200, 255),
@@ -194,7 +210,7 @@ def change_rasters(maps: Sequence[MapRaster], first: int, last: int, out_dir: Pa
                                 years=f"{first}->{last}")
                 for (win, ca, va, _), (_, cb, vb, _) in zip(ma.blocks(da), mb.blocks(db)):
                     code = np.where(ca & cb, 1, np.where(~ca & cb, 2, np.where(ca & ~cb, 3, 0))).astype(np.uint8)
-                    code[~(va & vb)] = 255
+                    code[~(va & vb)] = NODATA
                     dst.write(code, 1, window=win)
         written.append(path)
     return written
@@ -209,20 +225,20 @@ class AreaConfig:
     cell_size: float | None = None
     spec: MapSpec = field(default_factory=MapSpec)
     plots: bool = True
+    year: int | None = None  # only maps of this year; maps without a year in name or tags are this year's
 
 
 def evaluate_area(cfg: AreaConfig) -> dict:
     from .points import _write_csv
 
     if cfg.regions and cfg.cell_size:
-        raise UserError("give either --regions or --cell-size, not both")
+        raise UserError("give either regions= or cell_size=, not both")
     if cfg.cell_size is not None and not cfg.cell_size > 0:
-        raise UserError(f"--cell-size {cfg.cell_size}: must be a positive number of degrees")
+        raise UserError(f"cell_size={cfg.cell_size}: must be a positive number of degrees")
+    out = ensure_output_dir(cfg.out, "out")
     regions = load_regions(cfg.regions, cfg.region_id) if cfg.regions else None
-    maps = open_maps(cfg.maps, cfg.spec, need_year=True)
+    maps = open_maps(cfg.maps, cfg.spec, year=cfg.year, need_year=True)
     table, info = area_table(maps, regions, cfg.cell_size)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     _write_csv(table, out / "area.csv")
     years = info["years"]
     files = [str(out / "area.csv")]

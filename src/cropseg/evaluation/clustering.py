@@ -18,6 +18,7 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import silhouette_score
 
 from cropseg.errors import UserError
+from cropseg.io import ensure_output_dir
 
 from .maps import MapSpec
 
@@ -46,9 +47,9 @@ def cluster_trajectories(wide: pd.DataFrame, k: int | str = "auto", method: str 
                          k_max: int = 8, seed: int = 0) -> dict:
     """Labels 1..k (ordered by trend), names, silhouette per tried k, and the chosen k."""
     if method not in METHODS:
-        raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+        raise UserError(f"method={method!r}: choose one of {', '.join(METHODS)}")
     if features not in FEATURES:
-        raise UserError(f"--features {features!r}: choose one of {', '.join(FEATURES)}")
+        raise UserError(f"features={features!r}: choose one of {', '.join(FEATURES)}")
     n, t = wide.shape
     if t < 2:
         raise UserError(f"clustering needs at least 2 years of maps; got {t}")
@@ -69,7 +70,7 @@ def cluster_trajectories(wide: pd.DataFrame, k: int | str = "auto", method: str 
     else:
         k = int(k)
         if not 1 <= k <= n:
-            raise UserError(f"--k {k}: must be between 1 and the number of regions ({n})")
+            raise UserError(f"k={k}: must be between 1 and the number of regions ({n})")
     raw = _fit(x, k, method, seed) if k > 1 else np.zeros(n, int)
     if k > 1 and len(np.unique(raw)) > 1 and k not in sil:
         sil[k] = float(silhouette_score(x, raw))
@@ -111,7 +112,7 @@ def evaluate_clusters(cfg: ClustersConfig) -> dict:
     from .area import AreaConfig, evaluate_area, load_regions
     from .points import _write_csv
 
-    out = Path(cfg.out)
+    out = ensure_output_dir(cfg.out, "out")
     if cfg.table:
         path = Path(cfg.table)
         if not path.exists():
@@ -127,11 +128,10 @@ def evaluate_clusters(cfg: ClustersConfig) -> dict:
                                          region_id=cfg.region_id, cell_size=cfg.cell_size, spec=cfg.spec,
                                          plots=False))["table"]
     else:
-        raise UserError("give maps (with --regions or --cell-size) or --table area.csv")
+        raise UserError("give maps (with regions= or cell_size=) or table=area.csv")
     wide, dropped = trajectories(table)
     k: int | str = cfg.k if cfg.k == "auto" else _as_int(cfg.k)
     res = cluster_trajectories(wide, k, cfg.method, cfg.features, cfg.k_max, cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
     per_region = wide.copy()
     per_region.columns = [f"fraction_{c}" for c in wide.columns]
     per_region.insert(0, "cluster", res["labels"])
@@ -167,4 +167,4 @@ def _as_int(v) -> int:
     try:
         return int(v)
     except (TypeError, ValueError):
-        raise UserError(f"--k {v!r}: give a number of clusters or 'auto'") from None
+        raise UserError(f"k={v!r}: give a number of clusters or 'auto'") from None

@@ -12,7 +12,6 @@ Points are a stratified random sample by map class (Olofsson-style) with truth c
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from cropseg.data.demo import render_scene, smooth_noise
-from cropseg.errors import report_user_errors
 from cropseg.io import atomic_path, write_text_atomic
 
 from cropseg.maps import NODATA, encode, encoding_tags, map_name
@@ -191,18 +189,3 @@ def _write_reference(path: Path, truth_all: dict, rng: np.random.Generator) -> N
             ds.write(dst, 1)
             ds.set_band_description(1, "cropland class (1 other, 2 cropland)")
             ds.update_tags(year=str(REFERENCE_YEAR), source="cropseg demo, GFSAD30-like")
-
-
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cropseg evaluate demo", description=__doc__.splitlines()[0])
-    p.add_argument("out", nargs="?", default="demo/evaluation", help="output folder (default demo/evaluation)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    s = generate(a.out, seed=a.seed)
-    print(f"demo: {s['maps']} maps ({len(s['years'])} years), {s['points']} points, {s['regions']} regions in {a.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

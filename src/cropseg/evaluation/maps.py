@@ -4,16 +4,15 @@ A map is a GeoTIFF named ``{year}_{grid}_cropland.tif`` (the naming rule lives i
 ``MAP_NAME``). Band 1 is either a cropland probability (uint8 0..scale, scale from the
 ``probability_scale`` tag, else 200 for integers, 1 for floats) or a class (0/1, or the
 values given as ``class_values``); an optional band 2 holds the class (0/1). Nodata
-(255 by convention, or the file's nodata, or NaN) is never cropland and never counted.
+(``cropseg.maps.NODATA`` for uint8 maps without a declared one, or the file's nodata, or NaN) is never cropland and never counted.
 """
 
 from __future__ import annotations
 
-import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -21,38 +20,14 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from cropseg.errors import UserError
-from cropseg.maps import MAP_GLOB, MAP_NAME, PROB_SCALE
+from cropseg.inputs import expand_inputs
+from cropseg.maps import MAP_GLOB, MAP_NAME, NODATA, PROB_SCALE
 
 KINDS = ("auto", "probability", "class")
 
 
-def expand_inputs(inputs: Iterable[str | Path], what: str = "maps") -> list[Path]:
-    """Files, folders (their ``*_cropland.tif``, else ``*.tif``) and glob patterns, sorted, unique."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(p.glob(MAP_GLOB)) or sorted(p.glob("*.tif")) + sorted(p.glob("*.tiff"))
-            if not found:
-                raise UserError(f"{p}: folder holds no GeoTIFF {what}")
-            out += found
-        elif any(ch in str(item) for ch in "*?["):
-            found = sorted(Path(f) for f in glob.glob(str(item)))
-            if not found:
-                raise UserError(f"{item}: pattern matches no {what}")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise UserError(f"{p}: {what[:-1] if what.endswith('s') else what} not found")
-    seen, unique = set(), []
-    for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    if not unique:
-        raise UserError(f"no {what} given")
-    return unique
+#: Maps inside a folder: cropseg's maps, else any GeoTIFF (another product).
+MAP_PATTERNS = (MAP_GLOB, ("*.tif", "*.tiff"))
 
 
 @dataclass
@@ -164,7 +139,7 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
     spec = spec or MapSpec()
     path = Path(path)
     if spec.kind not in KINDS:
-        raise UserError(f"--kind {spec.kind!r}: choose one of {', '.join(KINDS)}")
+        raise UserError(f"kind={spec.kind!r}: choose one of {', '.join(KINDS)}")
     try:
         ds = rasterio.open(path)
     except RasterioIOError as err:
@@ -181,7 +156,7 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
         nodata = ds.nodata
         is_float = np.issubdtype(np.dtype(ds.dtypes[0]), np.floating)
         if nodata is None and ds.dtypes[0] == "uint8" and spec.kind != "class" and not is_float:
-            nodata = 255.0
+            nodata = float(NODATA)
         scale_tag = tags.get("probability_scale") or band_tags.get("probability_scale")
         kind = spec.kind
         if kind == "auto":
@@ -211,9 +186,9 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
                 from_class = True
             threshold = float(tags.get("threshold", 0.5))
         if not 0 <= threshold <= 1:
-            raise UserError(f"--threshold {threshold}: must be between 0 and 1")
+            raise UserError(f"threshold={threshold}: must be between 0 and 1")
         if kind == "class" and nodata is None and ds.dtypes[0] == "uint8":
-            nodata = 255.0
+            nodata = float(NODATA)
         m = MapRaster(path=path, year=year if year is not None else y, grid=grid, crs=ds.crs,
                       transform=ds.transform, width=ds.width, height=ds.height, bounds=ds.bounds,
                       nodata=nodata, kind=kind, scale=scale, threshold=threshold, class_band=class_band,
@@ -223,13 +198,24 @@ def open_map(path: str | Path, spec: MapSpec | None = None, year: int | None = N
 
 
 def open_maps(inputs: Sequence[str | Path], spec: MapSpec | None = None, year: int | None = None,
-              need_year: bool = False, what: str = "maps") -> list[MapRaster]:
-    maps = [open_map(p, spec, year) for p in expand_inputs(inputs, what)]
+              need_year: bool = False, what: str = "maps", key: str = "maps") -> list[MapRaster]:
+    """The maps named by ``inputs``, inspected. With ``year``: only maps of that year, and maps
+    whose name and tags carry no year are taken as that year."""
+    maps = [open_map(p, spec) for p in expand_inputs(inputs, MAP_PATTERNS, key=key, what=what)]
+    if year is not None:
+        for m in maps:
+            if m.year is None:
+                m.year = int(year)
+        kept = [m for m in maps if m.year == int(year)]
+        if not kept:
+            years = ", ".join(sorted({str(m.year) for m in maps}))
+            raise UserError(f"year={year}: none of the {len(maps)} {what} is of that year (they are of {years})")
+        maps = kept
     if need_year:
         missing = [m.path.name for m in maps if m.year is None]
         if missing:
             raise UserError(f"{missing[0]}: cannot tell the map's year (name it {{year}}_{{grid}}_cropland.tif, "
-                            "tag it 'year', or pass --year)")
+                            "tag it 'year', or pass year=YEAR)")
     return maps
 
 

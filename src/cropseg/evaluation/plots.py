@@ -17,6 +17,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm  # noqa
 from matplotlib.patches import Patch, PathPatch, Rectangle  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 
+from cropseg.maps import NODATA  # noqa: E402
 from cropseg.plots import save_figure  # noqa: E402
 
 CLASS_NAMES = ("non-cropland", "cropland")
@@ -160,12 +161,12 @@ def area_timeseries(table: pd.DataFrame, path: str | Path, top: int = 10) -> Pat
 
 
 def _draw_coded_rasters(ax, tifs: Sequence[Path], cmap) -> tuple[object, list]:
-    """Draw rasters of codes 0..3 (255 = nodata) side by side; returns their CRS and extents."""
+    """Draw rasters of codes 0..3 (``NODATA`` masked) side by side; returns their CRS and extents."""
     crs, extents = None, []
     for tif in tifs:
         a, ext, crs = _decimated(tif)
         extents.append(ext)
-        ax.imshow(np.ma.masked_equal(a, 255), cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4),
+        ax.imshow(np.ma.masked_equal(a, NODATA), cmap=cmap, norm=BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], 4),
                   extent=ext, interpolation="nearest")
     return crs, extents
 
@@ -267,7 +268,7 @@ def cluster_figure(per_region: pd.DataFrame, wide: pd.DataFrame, res: dict, regi
     ax.set_aspect("equal")
     ax.set_title(f"Clusters of cropland trajectories ({method}, k={k})")
     if not zones:
-        ax.text(0.5, 0.5, "no geometry for the regions\n(pass --regions)", ha="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no geometry for the regions\n(pass regions=FILE)", ha="center", transform=ax.transAxes)
     ax.legend(handles=[Patch(color=color[c], label=f"{c}: {n}") for c, n in res["names"].items()], fontsize=8,
               loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1)
     ax = axes[1]

@@ -1,15 +1,16 @@
 """Reading validation points and region polygons: CSV, GeoJSON, GeoPackage, Shapefile.
 
 GeoJSON is read with the standard library; GeoPackage, Shapefile and any other OGR
-format through ``pyogrio`` (raw WKB, decoded here: no shapely or geopandas needed).
-Everything comes back as plain data: a DataFrame of attributes plus x/y (points) or
-GeoJSON-like geometry dicts (regions), with the layer's CRS.
+format through ``pyogrio``, whose WKB geometries shapely decodes (ISO and extended WKB,
+Z and M, curves that OGR linearizes). Everything comes back as plain data: a DataFrame
+of attributes plus x/y (points) or GeoJSON-like geometry dicts (regions), with the
+layer's CRS. A CSV's columns are kept as the text it holds, so writing them back
+changes nothing (a northing keeps its decimetres).
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,66 +35,27 @@ def parse_crs(value: Any, what: str) -> CRS:
 
 # --------------------------------------------------------------------------- WKB
 
-def _wkb_geometry(buf: bytes, pos: int = 0) -> tuple[dict, int]:
-    order = "<" if buf[pos] == 1 else ">"
-    (gtype,) = struct.unpack_from(order + "I", buf, pos + 1)
-    pos += 5
-    has_z = bool(gtype & 0x80000000) or 1000 <= (gtype & 0xFFFF) < 2000 or 3000 <= (gtype & 0xFFFF) < 4000
-    has_m = bool(gtype & 0x40000000) or 2000 <= (gtype & 0xFFFF) < 4000
-    base = (gtype & 0xFFFF) % 1000
-    dims = 2 + has_z + has_m
-
-    def coords(n: int) -> tuple[list, int]:
-        nonlocal pos
-        vals = struct.unpack_from(order + "d" * (n * dims), buf, pos)
-        pos += 8 * n * dims
-        return [list(vals[i * dims: i * dims + 2]) for i in range(n)], pos
-
-    def count() -> int:
-        nonlocal pos
-        (n,) = struct.unpack_from(order + "I", buf, pos)
-        pos += 4
-        return n
-
-    if base == 1:
-        pts, _ = coords(1)
-        return {"type": "Point", "coordinates": pts[0]}, pos
-    if base == 2:
-        pts, _ = coords(count())
-        return {"type": "LineString", "coordinates": pts}, pos
-    if base == 3:
-        rings = []
-        for _ in range(count()):
-            ring, _ = coords(count())
-            rings.append(ring)
-        return {"type": "Polygon", "coordinates": rings}, pos
-    if base in (4, 5, 6, 7):
-        parts = []
-        for _ in range(count()):
-            g, pos = _wkb_geometry(buf, pos)
-            parts.append(g)
-        if base == 7:
-            return {"type": "GeometryCollection", "geometries": parts}, pos
-        name = {4: "MultiPoint", 5: "MultiLineString", 6: "MultiPolygon"}[base]
-        return {"type": name, "coordinates": [p["coordinates"] for p in parts]}, pos
-    raise ValueError(f"unsupported WKB geometry type {gtype}")
-
-
 def wkb_to_geojson(wkb: bytes | None) -> dict | None:
+    """A GeoJSON-like geometry dict from WKB (ISO or extended, with Z/M: only x and y are kept)."""
+    import shapely
+    from shapely.geometry import mapping
+
     if wkb is None:
         return None
-    return _wkb_geometry(bytes(wkb))[0]
+    geom = shapely.force_2d(shapely.from_wkb(bytes(wkb)))
+    return mapping(geom) if not geom.is_empty else None
 
 
 def point_wkb(x: float, y: float) -> bytes:
-    return struct.pack("<BIdd", 1, 1, float(x), float(y))
+    import shapely
+
+    return shapely.to_wkb(shapely.Point(float(x), float(y)))
 
 
 def polygon_wkb(rings: list[list[tuple[float, float]]]) -> bytes:
-    out = struct.pack("<BII", 1, 3, len(rings))
-    for ring in rings:
-        out += struct.pack("<I", len(ring)) + b"".join(struct.pack("<dd", *p) for p in ring)
-    return out
+    import shapely
+
+    return shapely.to_wkb(shapely.Polygon(rings[0], rings[1:]))
 
 
 # --------------------------------------------------------------------------- layers
@@ -140,7 +102,10 @@ def _read_ogr(path: Path) -> Layer:
         raise UserError(f"{path}: {str(err).splitlines()[0]}") from None
     attrs = pd.DataFrame({name: col for name, col in zip(meta["fields"], field_data)})
     crs = parse_crs(meta["crs"], f"{path} crs") if meta.get("crs") else WGS84
-    geoms = [wkb_to_geojson(g) for g in geometry] if geometry is not None else [None] * len(attrs)
+    try:
+        geoms = [wkb_to_geojson(g) for g in geometry] if geometry is not None else [None] * len(attrs)
+    except Exception as err:  # noqa: BLE001 - shapely.errors.GEOSException and kin: a geometry GEOS cannot read
+        raise UserError(f"{path}: a geometry cannot be read ({str(err).splitlines()[0]})") from None
     return Layer(attrs, geoms, crs, path)
 
 
@@ -163,6 +128,7 @@ class Points:
     table: pd.DataFrame  # attributes + columns "_x", "_y" in ``crs``
     crs: CRS
     path: Path
+    coordinate_columns: tuple[str, str] | None = None  # a CSV's x and y columns (vector files: None)
 
 
 def read_points(path: str | Path, x: str | None = None, y: str | None = None, crs: str | None = None) -> Points:
@@ -172,7 +138,7 @@ def read_points(path: str | Path, x: str | None = None, y: str | None = None, cr
         raise UserError(f"{path}: points file not found")
     if path.suffix.lower() in {".csv", ".txt", ".tsv"}:
         try:
-            table = pd.read_csv(path, sep=None, engine="python")
+            table = pd.read_csv(path, sep=None, engine="python", dtype=str)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise UserError(f"{path}: cannot read as CSV ({str(err).splitlines()[0]})") from None
         if x is None or y is None:
@@ -183,14 +149,14 @@ def read_points(path: str | Path, x: str | None = None, y: str | None = None, cr
         if x is None or y is None or x not in table.columns or y not in table.columns:
             raise UserError(f"{path}: no coordinate columns (looked for {x or 'lon/longitude/x'} and "
                             f"{y or 'lat/latitude/y'}; columns are {', '.join(map(str, table.columns))}); "
-                            "pass --x-column/--y-column")
+                            "pass x_column= and y_column=")
         xs = pd.to_numeric(table[x], errors="coerce")
         ys = pd.to_numeric(table[y], errors="coerce")
         if xs.isna().any() or ys.isna().any():
             bad = int((xs.isna() | ys.isna()).sum())
             raise UserError(f"{path}: {bad} rows have missing or non-numeric coordinates in {x}/{y}")
         table = table.assign(_x=xs.to_numpy(float), _y=ys.to_numpy(float))
-        return Points(table, parse_crs(crs or "EPSG:4326", "--crs"), path)
+        return Points(table, parse_crs(crs or "EPSG:4326", "crs"), path, (x, y))
     layer = read_layer(path)
     xs, ys = [], []
     for i, g in enumerate(layer.geometries):
@@ -200,7 +166,7 @@ def read_points(path: str | Path, x: str | None = None, y: str | None = None, cr
         xs.append(c[0])
         ys.append(c[1])
     table = layer.attributes.assign(_x=np.asarray(xs, float), _y=np.asarray(ys, float))
-    return Points(table, parse_crs(crs, "--crs") if crs else layer.crs, path)
+    return Points(table, parse_crs(crs, "crs") if crs else layer.crs, path)
 
 
 def read_regions(path: str | Path, id_column: str | None = None) -> tuple[list[str], list[dict], CRS]:

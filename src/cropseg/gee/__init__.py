@@ -3,5 +3,5 @@
 Everything here builds earthengine-api computation graphs; nothing talks to Earth Engine
 until a task is started. ``cropseg.gee.engine.offline()`` initializes the library without
 credentials (as earthengine-api's own test harness does) so graphs can be built,
-serialized and reviewed with ``--dry-run`` or in tests.
+serialized and reviewed with ``dry_run=true`` or in tests.
 """

@@ -1,59 +1,30 @@
 """``cropseg gee``: export training samples and prediction composites, follow their tasks.
 
-    cropseg gee samples    [--dry-run] [--follow] [key=value ...]
-    cropseg gee composites [--dry-run] [--follow] [key=value ...]
-    cropseg gee status     [--no-poll] [--all] [key=value ...]
+    cropseg gee samples    [dry_run=true] [follow=true] [key=value ...]
+    cropseg gee composites [dry_run=true] [follow=true] [key=value ...]
+    cropseg gee status     [poll=false] [all=true] [key=value ...]
 
-Configuration: conf/gee.yaml (Hydra); ``key=value`` overrides it. ``--dry-run`` needs no
-credentials: it writes each task's serialized Earth Engine graph and configuration
-under ``dry_run.dir`` and starts nothing.
+Configuration: conf/gee.yaml, ``key=value`` overrides it (``cropseg gee samples --help``
+lists the keys). ``dry_run=true`` needs no credentials: it writes each task's serialized
+Earth Engine graph and configuration under ``dry_run_dir`` and starts nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from cropseg.command import Command, Group
 from cropseg.errors import UserError, report_user_errors
 from cropseg.gee import engine
-from cropseg.gee.tasks import IN_FLIGHT, EarthEngineBackend, Manifest, Policy, TaskManager, format_summary, status_table
+from cropseg.gee.tasks import EarthEngineBackend, Manifest, Policy, TaskManager, show_status
 
 COMMANDS = ("samples", "composites", "status")
-
-
-_TEMPLATE = re.compile(r"\{[A-Za-z_]+\}")
-
-
-def _quote_template(override: str) -> str:
-    """Quote values holding name templates ({year}) or globs (*, ?) so Hydra takes them as strings."""
-    key, _, value = override.partition("=")
-    if value[:1] in {"'", '"'} or not (_TEMPLATE.search(value) or "*" in value or "?" in value):
-        return override
-    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def load_config(overrides: list[str], name: str = "gee") -> dict[str, Any]:
-    """Compose conf/<name>.yaml with ``key=value`` overrides into plain data."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from cropseg.config import compose, to_container
-
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise UserError(f"{name}: {bad[0]!r} is not a key=value override")
-    try:
-        cfg = compose(name, [_quote_template(o) for o in overrides])
-    except (HydraException, OmegaConfBaseException) as err:
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        raise UserError(f"{name} config: {' '.join(lines)[:300]}") from None
-    return to_container(cfg)
 
 
 def plan(command: str, cfg: dict[str, Any], dry_run: bool):
@@ -94,83 +65,92 @@ def write_dry_run(items, out_dir: Path) -> dict[str, Any]:
     return plan_doc
 
 
-def on_complete_command(template: str | None):
+def on_complete_command(template: str | list[str] | None) -> Callable[[dict[str, Any]], None] | None:
+    """The ``on_complete`` hook: ``template`` (a string split as the shell would, or a list) with each
+    ``{field}`` filled in per argument, run as an argument list without a shell.
+
+    Task names and outputs come back from the manifest and may hold any character: filled
+    into one argument each, a ``;`` or ``$(...)`` in them is text, never a command.
+    """
     if not template:
+        return None
+    if isinstance(template, str):
+        try:
+            parts = shlex.split(template)
+        except ValueError as err:
+            raise UserError(f"on_complete={template!r}: {err}") from None
+    else:
+        parts = [str(p) for p in template]
+    if not parts:
         return None
 
     def run(entry: dict[str, Any]) -> None:
         fields = {"key": entry["key"], "kind": entry.get("kind"), "year": entry.get("year"), "grid": entry.get("grid"),
                   "name": entry.get("name"), "output": (entry.get("params") or {}).get("output")}
-        cmd = str(template).format(**fields)
-        print(f"[{entry['key']}] {cmd}", flush=True)
-        rc = subprocess.call(cmd, shell=True)
+        try:
+            args = [p.format(**fields) for p in parts]
+        except (KeyError, IndexError, ValueError) as err:
+            raise UserError(f"on_complete: {err} is not a field; use {{key}} {{kind}} {{year}} {{grid}} {{name}} "
+                            "{output}") from None
+        print(f"[{entry['key']}] {shlex.join(args)}", flush=True)
+        try:
+            rc = subprocess.call(args)
+        except OSError as err:
+            rc = f"an error ({err.strerror or err})"
         if rc != 0:
             print(f"[{entry['key']}] on_complete exited with {rc}", file=sys.stderr, flush=True)
 
     return run
 
 
-def show_status(path, project, policy, poll: bool = True, show_all: bool = False, backend=None) -> int:
-    """Poll the tasks in flight (unless ``poll`` is false) and summarise the manifest by kind."""
-    manifest = Manifest(path)
-    if not manifest.tasks:
-        print(f"{manifest.path}: no tasks recorded yet")
-        return 0
-    if poll and any(e["state"] in IN_FLIGHT for e in manifest.tasks.values()):
-        manifest.check_writable()
-        if backend is None:
-            engine.init_real(project)
-            backend = EarthEngineBackend()
-        TaskManager(manifest, backend, policy).refresh()
-    if show_all:
-        print(status_table(manifest))
-    print(f"{manifest.path}: {format_summary(manifest.summary())}")
-    by_kind: dict[str, list[str]] = {}
-    for e in manifest.tasks.values():
-        by_kind.setdefault(e.get("kind", "?"), []).append(e["key"])
-    for kind, keys in by_kind.items():
-        print(f"  {kind}: {format_summary(manifest.summary(keys))}")
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cropseg gee", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=COMMANDS)
-    p.add_argument("overrides", nargs="*", help="key=value config overrides (conf/gee.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="write graphs and task configs; start nothing")
-    p.add_argument("--follow", action="store_true", help="keep submitting and polling until every task is done")
-    p.add_argument("--no-poll", action="store_true", help="status: show the manifest without asking Earth Engine")
-    p.add_argument("--all", action="store_true", help="status: list every task, not only the summary")
-    return p
-
-
-def run(argv: list[str], backend=None, sleep=time.sleep) -> int:
-    args = _parser().parse_intermixed_args(argv)
-    cfg = load_config(args.overrides)
+def execute(command: str, cfg: dict[str, Any], backend=None, sleep=time.sleep) -> int:
+    """Run ``command`` (samples, composites or status) as ``cfg`` (conf/gee.yaml) says."""
     policy = Policy.from_config(cfg["tasks"])
-    if args.command == "status":
-        return show_status(cfg["tasks"]["manifest"], cfg.get("project"), policy, poll=not args.no_poll,
-                           show_all=args.all, backend=backend)
+    if command == "status":
+        return show_status(cfg["tasks"]["manifest"], cfg.get("project"), policy, poll=cfg["poll"],
+                           show_all=cfg["all"], backend=backend)
 
-    if args.dry_run:
+    if cfg["dry_run"]:
         with engine.offline(cfg.get("project")):
-            items = plan(args.command, cfg, dry_run=True)
-            doc = write_dry_run(items, Path(cfg["dry_run"]["dir"]))
-        kind = items[0].kind if items else args.command
-        print(f"dry run: {len(doc['tasks'])} {args.command} task(s) written to {cfg['dry_run']['dir']}/{kind}/ "
+            items = plan(command, cfg, dry_run=True)
+            doc = write_dry_run(items, Path(cfg["dry_run_dir"]))
+        kind = items[0].kind if items else command
+        print(f"dry run: {len(doc['tasks'])} {command} task(s) written to {cfg['dry_run_dir']}/{kind}/ "
               f"(*.task.json: request, *.graph.json: readable graph) and plan-{kind}.json; nothing started")
         return 0
 
+    on_complete = on_complete_command(cfg.get("on_complete"))
     manifest = Manifest(cfg["tasks"]["manifest"])
     manifest.check_writable()
     if backend is None:
         engine.init_real(cfg.get("project"))
         backend = EarthEngineBackend()
-    items = plan(args.command, cfg, dry_run=False)
+    items = plan(command, cfg, dry_run=False)
     manager = TaskManager(manifest, backend, policy)
-    print(manager.run(items, args.follow, float(cfg["tasks"].get("poll_s", 60)),
-                      on_complete_command(cfg["follow"].get("on_complete")), sleep=sleep))
+    print(manager.run(items, cfg["follow"], float(cfg["tasks"].get("poll_s", 60)), on_complete, sleep=sleep))
     return 0
+
+
+_SUMMARIES = {"samples": "export training samples (TFRecord per grid cell)",
+              "composites": "export prediction composites (GeoTIFF per grid cell and year)",
+              "status": "show the task manifest (and ask Earth Engine about tasks in flight)"}
+
+
+def commands(backend=None, sleep=time.sleep) -> Group:
+    """The ``cropseg gee`` subcommands (``backend`` and ``sleep`` replace Earth Engine and time in tests)."""
+    return Group("cropseg gee", {
+        name: Command(f"cropseg gee {name}", "gee", lambda cfg, name=name: execute(name, cfg, backend, sleep),
+                      _SUMMARIES[name]) for name in COMMANDS},
+        "Earth Engine exports (training samples, prediction composites) and their tasks.")
+
+
+def load_config(overrides: list[str]) -> dict[str, Any]:
+    """conf/gee.yaml with ``key=value`` overrides, as the commands read it."""
+    return commands().commands["samples"].load(overrides)
+
+
+def run(argv: list[str], backend=None, sleep=time.sleep) -> int:
+    return commands(backend, sleep)(argv)
 
 
 @report_user_errors

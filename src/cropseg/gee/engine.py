@@ -18,7 +18,7 @@ from cropseg.errors import UserError
 
 AUTH_HINT = (
     "run `earthengine authenticate` (or `gcloud auth application-default login`) and give your "
-    "Cloud project with project=YOUR_PROJECT or EE_PROJECT=YOUR_PROJECT; --dry-run needs neither"
+    "Cloud project with project=YOUR_PROJECT or EE_PROJECT=YOUR_PROJECT; dry_run=true needs neither"
 )
 
 _offline_active = False

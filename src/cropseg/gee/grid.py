@@ -82,7 +82,7 @@ def cells(cfg: Mapping[str, Any], dry_run: bool, key: str = "grid") -> list[Cell
         fc = asset_cells(cfg)
         if ids is None:
             if dry_run:
-                raise UserError(f"{key}.ids=[...] is required with {key}.source=asset in --dry-run "
+                raise UserError(f"{key}.ids=[...] is required with {key}.source=asset with dry_run=true "
                                 "(the cell ids of an asset cannot be read offline)")
             ids = [int(i) for i in fc.aggregate_array(cfg.get("id_property", "GridID")).getInfo()]
         found = [Cell(i, None) for i in ids]

@@ -8,7 +8,7 @@ Earth Engine task id, state, attempts, timestamps, error and parameters. A run:
 3. resubmits FAILED/CANCELLED/UNKNOWN ones after an exponential backoff, up to
    ``max_attempts`` submissions in all;
 4. starts new tasks while fewer than ``max_in_flight`` are in flight; the rest stay
-   PENDING for the next run or the ``--follow`` loop.
+   PENDING for the next run or the ``follow=true`` loop.
 
 Earth Engine is reached only through a :class:`Backend`; tests use a fake one.
 """
@@ -281,3 +281,29 @@ def status_table(manifest: Manifest, keys: Iterable[str] | None = None) -> str:
                      (e.get("error") or "")[:60]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def show_status(path, project, policy, poll: bool = True, show_all: bool = False, backend=None) -> int:
+    """Poll the tasks in flight (unless ``poll`` is false) and summarise the manifest by kind
+    (``cropseg gee status`` and ``cropseg publish status``)."""
+    manifest = Manifest(path)
+    if not manifest.tasks:
+        print(f"{manifest.path}: no tasks recorded yet")
+        return 0
+    if poll and any(e["state"] in IN_FLIGHT for e in manifest.tasks.values()):
+        manifest.check_writable()
+        if backend is None:
+            from cropseg.gee import engine
+
+            engine.init_real(project)
+            backend = EarthEngineBackend()
+        TaskManager(manifest, backend, policy).refresh()
+    if show_all:
+        print(status_table(manifest))
+    print(f"{manifest.path}: {format_summary(manifest.summary())}")
+    by_kind: dict[str, list[str]] = {}
+    for e in manifest.tasks.values():
+        by_kind.setdefault(e.get("kind", "?"), []).append(e["key"])
+    for kind, keys in by_kind.items():
+        print(f"  {kind}: {format_summary(manifest.summary(keys))}")
+    return 0

@@ -1,4 +1,4 @@
-"""Mosaic a year's maps: ``cropseg mosaic MAPS... --out mosaic_2015.vrt`` (or ``.tif`` for a COG).
+"""Mosaic a year's maps: ``cropseg mosaic MAPS... out=mosaic_2015.vrt`` (or ``.tif`` for a COG).
 
 A VRT is a small XML file that references the maps (no pixel copied); a ``.tif`` output
 is a Cloud-Optimized GeoTIFF streamed by GDAL from that VRT. The maps must share CRS,
@@ -8,40 +8,33 @@ they overlap, the later map in name order wins over nodata only.
 
 from __future__ import annotations
 
-import argparse
-import glob
 import math
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape
 
-from cropseg.errors import UserError, report_user_errors
-from cropseg.io import atomic_path
-from cropseg.maps import MAP_GLOB
+from cropseg.command import Command
+from cropseg.errors import UserError
+from cropseg.inputs import expand_inputs
+from cropseg.io import atomic_path, ensure_output_file
+from cropseg.maps import MAP_GLOB, scene_year
 
+#: Largest misalignment (in pixels) of a map's grid taken as rounding noise of its transform.
+GRID_TOLERANCE = 1e-3
 GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
               "float32": "Float32", "float64": "Float64"}
 
 
 def collect_maps(inputs: Sequence[str], year: int | None = None, pattern: str = MAP_GLOB) -> list[Path]:
-    maps: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if any(ch in item for ch in "*?["):
-            maps += sorted(Path(x) for x in glob.glob(item))
-        elif p.is_dir():
-            maps += sorted(p.glob(pattern))
-        elif p.is_file():
-            maps.append(p)
-        else:
-            raise UserError(f"{item}: no such file or folder")
-    if year is not None:
-        maps = [m for m in maps if re.match(rf"^{year}(_|$)", m.stem)]
-    maps = list(dict.fromkeys(maps))
+    """The maps named by ``inputs`` (files, globs, folders, list files), only ``{year}_*`` ones when ``year`` is set."""
+    if year is None:
+        return expand_inputs(inputs, (pattern,), key="maps", what="maps")
+    # In folders look for this year's maps only, so that a miss names the pattern tried.
+    maps = [m for m in expand_inputs(inputs, (f"{year}_{pattern}",), key="maps", what=f"maps of {year}")
+            if scene_year(m) == year]
     if not maps:
-        raise UserError(f"no maps to mosaic in {', '.join(inputs)}" + (f" for year {year}" if year else ""))
+        raise UserError(f"maps={','.join(map(str, inputs))}: no map of year={year} (named {year}_{pattern})")
     return maps
 
 
@@ -75,6 +68,16 @@ def build_vrt(maps: Sequence[Path], out: str | Path) -> Path:
     top = max(i["t"].f for i in infos)
     right = max(i["t"].c + i["w"] * res_x for i in infos)
     bottom = min(i["t"].f + i["h"] * res_y for i in infos)
+    offsets = {}
+    for info in infos:
+        # A map whose grid is shifted by a fraction of a pixel cannot be placed without resampling:
+        # rounding would move it silently (up to half a pixel, 15 m at 30 m).
+        fx, fy = (info["t"].c - left) / res_x, (info["t"].f - top) / res_y
+        if abs(fx - round(fx)) > GRID_TOLERANCE or abs(fy - round(fy)) > GRID_TOLERANCE:
+            raise UserError(f"{info['path']}: its pixel grid is offset from {ref['path']}'s by a fraction of a pixel "
+                            f"({fx - round(fx):+.3f}, {fy - round(fy):+.3f} px); mosaic maps of one grid "
+                            "(warp them onto one first, e.g. gdalwarp -tap)")
+        offsets[info["path"]] = (int(round(fx)), int(round(fy)))
     width = int(round((right - left) / res_x))
     height = int(round((bottom - top) / res_y))
     gdt = GDAL_TYPES.get(ref["dtype"], "Float32")
@@ -92,8 +95,7 @@ def build_vrt(maps: Sequence[Path], out: str | Path) -> Path:
         if ref["scales"] and ref["scales"][b - 1] not in (None, 1.0):
             lines.append(f"    <Scale>{ref['scales'][b - 1]!r}</Scale>")
         for info in infos:
-            x_off = int(round((info["t"].c - left) / res_x))
-            y_off = int(round((info["t"].f - top) / res_y))
+            x_off, y_off = offsets[info["path"]]
             rel = os.path.relpath(Path(info["path"]).resolve(), out.resolve().parent)
             bh, bw = info["block"]
             lines += [
@@ -134,16 +136,14 @@ def build_cog(maps: Sequence[Path], out: str | Path) -> Path:
     return out
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cropseg mosaic", description="Build a VRT or COG mosaic of cropland maps.")
-    p.add_argument("inputs", nargs="+", help="maps, globs or folders (folders: their *_cropland.tif)")
-    p.add_argument("--out", required=True, help="mosaic path: .vrt (references the maps) or .tif (a COG)")
-    p.add_argument("--year", type=int, default=None, help="only maps named {year}_*")
-    p.add_argument("--pattern", default=MAP_GLOB, help="file pattern inside folders")
-    a = p.parse_args(argv)
-    maps = collect_maps(a.inputs, a.year, a.pattern)
-    out = Path(a.out)
+def run(cfg: dict) -> int:
+    if not cfg["maps"]:
+        raise UserError("maps are required (cropseg mosaic MAPS... out=PATH)")
+    out = Path(cfg["out"])
+    if out.suffix.lower() not in (".vrt", ".tif", ".tiff"):
+        raise UserError(f"out={out}: give a .vrt or a .tif path")
+    ensure_output_file(out, "out")
+    maps = collect_maps(cfg["maps"], cfg["year"], cfg["pattern"])
     if out.suffix.lower() == ".vrt":
         build_vrt(maps, out)
         kind = "VRT"
@@ -151,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         build_cog(maps, out)
         kind = "COG"
     else:
-        raise UserError(f"--out {out}: give a .vrt or a .tif path")
+        raise UserError(f"out={out}: give a .vrt or a .tif path")
     print(f"cropseg mosaic: {kind} of {len(maps)} map(s) -> {out}")
     return 0
+
+
+main = Command("cropseg mosaic", "mosaic", run, "Build a VRT or COG mosaic of cropland maps.", ("maps...",)).main
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ scene: it depends on the scene's width and the window, never on its height.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import queue
 import re
@@ -42,7 +41,6 @@ from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeference
 from .windows import WindowGrid, blend_weights, resolve_stride
 
 GDAL_CACHE_MB = 64
-LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -476,40 +474,6 @@ def _alive(pid: int) -> bool:
 # -- many scenes --------------------------------------------------------------------------------
 def _is_raster_name(path: Path) -> bool:
     return path.suffix.lower() in RASTER_SUFFIXES
-
-
-def list_scenes(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Scenes from a file, a glob, a folder (its *.tif), a list file (one path a line), or a list of those."""
-    if isinstance(inputs, (str, Path)):
-        inputs = [inputs]
-    scenes: list[Path] = []
-    for item in inputs:
-        text = str(item)
-        if any(ch in text for ch in "*?["):
-            found = sorted(Path(p) for p in glob.glob(text, recursive=True))
-            if not found:
-                raise UserError(f"input={text}: no file matches")
-            scenes += found
-            continue
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
-            if not found:
-                raise UserError(f"input={text}: the folder has no .tif files")
-            scenes += found
-        elif path.suffix.lower() in LIST_SUFFIXES:
-            if not path.is_file():
-                raise UserError(f"input={text}: list file not found")
-            for line in path.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    p = Path(line)
-                    scenes.append(p if p.is_absolute() else path.parent / p)
-            if not scenes:
-                raise UserError(f"input={text}: the list file names no scene")
-        else:
-            scenes.append(path)  # a missing or non-raster file fails on its own, not the whole run
-    return list(dict.fromkeys(scenes))
 
 
 def output_path(scene: Path, output: str | Path, pattern: str = OUTPUT_PATTERN, single: bool = False) -> Path:

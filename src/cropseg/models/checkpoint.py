@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from cropseg.errors import UserError, report_user_errors
+from cropseg.command import Command
+from cropseg.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,9 @@ def summary(path: str | Path) -> dict[str, Any]:
     return out
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="cropseg info", description="Show what a cropseg checkpoint holds.")
-    p.add_argument("checkpoint")
-    a = p.parse_args(argv)
-    print(json.dumps(summary(a.checkpoint), indent=2, default=str))
+def run_info(cfg: dict) -> int:
+    print(json.dumps(summary(cfg["ckpt"]), indent=2, default=str))
     return 0
+
+
+main = Command("cropseg info", "info", run_info, "Show what a cropseg checkpoint holds.", ("ckpt",)).main

@@ -1,6 +1,6 @@
 """Export a checkpoint for deployment without the training stack: ONNX and/or TorchScript.
 
-``cropseg export model.ckpt --out model --format onnx torchscript`` writes ``model.onnx``,
+``cropseg export model.ckpt out=model formats=onnx,torchscript`` writes ``model.onnx``,
 ``model.pt`` and ``model.json`` (the metadata: input spec, patch size, threshold,
 architecture, cropseg version). By default the exported graph is the checkpoint's
 :class:`~cropseg.models.network.CroplandModel` — the module prediction runs — so it takes
@@ -8,13 +8,12 @@ the raw bands in the checkpoint's order (N, C, H, W float32, physical units as i
 composites; NaN = nodata, handled as in training) and returns the cropland probability
 (N, 1, H, W), NaN where the input had no data; normalization, temperature and sigmoid are
 inside. Each export is compared with PyTorch on an input with nodata holes.
-``--raw`` exports the bare network (normalized input → logits) instead. The metadata is
+``raw=true`` exports the bare network (normalized input → logits) instead. The metadata is
 also embedded: ONNX ``metadata_props`` and a ``cropseg.json`` extra file in TorchScript.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import warnings
@@ -24,8 +23,9 @@ from typing import Any
 import torch
 
 import cropseg
-from cropseg.errors import UserError, report_user_errors
-from cropseg.io import atomic_path
+from cropseg.command import Command
+from cropseg.errors import UserError
+from cropseg.io import atomic_path, ensure_output_file
 
 FORMATS = ("onnx", "torchscript")
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def export(ckpt: str | Path, out: str | Path, formats: tuple[str, ...] = FORMATS
         out = out.with_suffix("")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise UserError(f"--format {unknown[0]!r} is not known; choose from: {', '.join(FORMATS)}")
+        raise UserError(f"formats: {unknown[0]!r} is not known; choose from: {', '.join(FORMATS)}")
     model, card = load_cropland_model(ckpt)
     model = model.float()
     meta = metadata(ckpt, model, card, raw)
@@ -113,11 +113,11 @@ def export(ckpt: str | Path, out: str | Path, formats: tuple[str, ...] = FORMATS
                               dynamic_axes={"bands": {0: "batch", 2: "height", 3: "width"},
                                             ("probability" if not raw else "logits"): {0: "batch", 2: "height", 3: "width"}},
                               opset_version=opset, dynamo=False)
-            model = onnx.load(str(tmp))
+            proto = onnx.load(str(tmp))
             for k, v in meta.items():
-                entry = model.metadata_props.add()
+                entry = proto.metadata_props.add()
                 entry.key, entry.value = k, json.dumps(v) if not isinstance(v, str) else v
-            onnx.save(model, str(tmp))
+            onnx.save(proto, str(tmp))
         if check:
             try:
                 import onnxruntime as ort
@@ -150,18 +150,10 @@ def _compare(kind: str, got: torch.Tensor, expected: torch.Tensor) -> None:
         raise RuntimeError(f"{kind} export differs from the PyTorch model by {err:.2g}")
 
 
-@report_user_errors
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cropseg export", description="Export a checkpoint to ONNX and/or TorchScript.")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", default=None, help="output path without suffix (default: next to the checkpoint)")
-    p.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS)
-    p.add_argument("--raw", action="store_true", help="export the bare network (normalized input -> logits)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--no-check", action="store_true", help="skip comparing the export with PyTorch")
-    a = p.parse_args(argv)
-    out = a.out or str(Path(a.checkpoint).with_suffix(""))
-    written = export(a.checkpoint, out, tuple(a.format), a.raw, a.opset, not a.no_check)
+def run(cfg: dict) -> int:
+    out = cfg["out"] or str(Path(cfg["ckpt"]).with_suffix(""))
+    ensure_output_file(Path(out).with_name(Path(out).name + ".json"), "out")
+    written = export(cfg["ckpt"], out, tuple(cfg["formats"]), cfg["raw"], cfg["opset"], cfg["check"])
     print("cropseg export: " + ", ".join(f"{k} -> {v}" for k, v in written.items()))
     checked = json.loads(written["metadata"].read_text())["compared_with_pytorch"]
     unchecked = [k for k in written if k in FORMATS and k not in checked]
@@ -169,9 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  compared with PyTorch on raw bands with nodata holes: {', '.join(checked)} (max diff <= 1e-4)")
     if unchecked:
         print(f"  NOT compared with PyTorch: {', '.join(unchecked)}"
-              + (" (onnxruntime is not installed: pip install onnxruntime)" if "onnx" in unchecked and not a.no_check
-                 else " (--no-check)"))
+              + (" (onnxruntime is not installed: pip install onnxruntime)" if "onnx" in unchecked and cfg["check"]
+                 else " (check=false)"))
     return 0
+
+
+main = Command("cropseg export", "export", run, "Export a checkpoint to ONNX and/or TorchScript.", ("ckpt",)).main
 
 
 if __name__ == "__main__":
