@@ -1,4 +1,4 @@
-"""``cropseg prepare SUBCOMMAND key=value ...``: Earth Engine TFRecords → H5 patches → tables, plots, splits.
+"""``cropseg prepare SUBCOMMAND key=value ...``: Earth Engine TFRecords or own rasters → H5 patches → tables, plots, splits.
 
 A small dispatcher over subcommand functions. Every subcommand takes ``key=value``
 options (as Hydra overrides do; lists as ``a,b,c`` or ``[a,b,c]``) declared in its
@@ -245,6 +245,78 @@ def cmd_pack(o: dict) -> int:
 
     return run_pack(o)
 
+# --------------------------------------------------------------------------- chips (issue 15)
+
+
+def _pairs(key: str, items: tuple) -> dict:
+    """``band=value`` items of a map option (``extra_bands=Dem=250,NDVI=...``) as a dict."""
+    out = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"prepare chips: {key}={item!r}: give band=value (e.g. {key}=Dem=250)")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def cmd_chips(o: dict) -> int:
+    from cropseg.data.chips import format_summary, make_chips
+
+    if not o["input"]:
+        raise UserError("prepare chips: input=RASTER (a GeoTIFF, glob, folder or list file) is required")
+    if not o["out"]:
+        raise UserError("prepare chips: out=DIR is required")
+    s = make_chips(
+        list(o["input"]), o["out"], labels=o["labels"], bands=o["bands"], size=o["size"], sampling=o["sampling"],
+        stride=o["stride"], count=o["count"], candidates=o["candidates"], min_distance=o["min_distance"],
+        stratify=o["stratify"], max_nodata=o["max_nodata"], label_values=o["label_values"],
+        label_nodata=o["label_nodata"], label_band=o["label_band"], label_field=o["label_field"],
+        all_touched=o["all_touched"], outside=o["outside"], band_map=_pairs("band_map", o["band_map"]),
+        extra_bands=_pairs("extra_bands", o["extra_bands"]), band_scale=_pairs("band_scale", o["band_scale"]),
+        band_offset=_pairs("band_offset", o["band_offset"]), preset=o["preset"], sensor=o["sensor"],
+        assume_order=o["assume_order"], check_units=o["check_units"], grid_id=o["grid_id"], year=o["year"],
+        compression=None if o["compression"] == "none" else o["compression"], level=o["level"],
+        workers=o["workers"], seed=o["seed"], quicklook=o["quicklook"], progress=_progress())
+    print(format_summary(s, o["max_nodata"]))
+    return 0 if s.chips else EXIT_DATA_PROBLEMS
+
+
+_CHIPS = {
+    "input": Option((), "imagery raster(s): GeoTIFF, glob, folder (its *.tif) or list file", "list"),
+    "labels": Option(None, "label raster (class codes) or polygons (.gpkg, .shp, .geojson)", "path"),
+    "out": Option(None, "output folder of {grid}-{id}.h5 chips", "path"),
+    "bands": Option(DEFAULT_BANDS, "chip bands, in order, found by name as prediction finds them", "list"),
+    "size": Option(192, "chip side in pixels", "int"),
+    "sampling": Option("grid", "grid (every window of a grid) | random (count windows per raster)", "str"),
+    "stride": Option(None, "grid: step between windows (null: size)", "optint"),
+    "count": Option(100, "random: chips per raster", "int"),
+    "candidates": Option(None, "random: positions drawn per raster (null: 4 x count)", "optint"),
+    "min_distance": Option(None, "random: minimum distance between window centres, pixels (null: size)", "optfloat"),
+    "stratify": Option(False, "random: take candidates from each class c = floor((rp + 0.05) * 10) in turn", "bool"),
+    "max_nodata": Option(0.5, "drop windows with a larger fraction of nodata pixels (imagery or label)", "float"),
+    "label_values": Option(("1",), "label codes (or polygon attribute values) meaning cropland, ranges a-b", "list"),
+    "label_nodata": Option(None, "label raster value meaning no data (null: the raster's nodata)", "optfloat"),
+    "label_band": Option(1, "band of the label raster", "int"),
+    "label_field": Option(None, "polygons: attribute holding the class (null: every polygon is cropland)", "path"),
+    "all_touched": Option(False, "polygons: burn every pixel a polygon touches, not only centres inside", "bool"),
+    "outside": Option("other", "polygons: pixels outside every polygon are other | nodata", "str"),
+    "band_map": Option((), "band=index or description overriding the lookup by name (B=1,G=2)", "list"),
+    "extra_bands": Option((), "band=constant or raster for bands the raster lacks (Dem=250 or Dem=srtm.tif)", "list"),
+    "band_scale": Option((), "band=factor: value = stored * scale + offset", "list"),
+    "band_offset": Option((), "band=offset", "list"),
+    "preset": Option(None, "band scaling preset of prediction (c2_dn: Collection-2 integers)", "path"),
+    "sensor": Option(None, "tm | etm | oli: how numbered band names (SR_B4) read (null: from metadata)", "path"),
+    "assume_order": Option(False, "rasters without band descriptions: bands in the order of bands=", "bool"),
+    "check_units": Option(True, "stop a raster whose values are not in the bands' units", "bool"),
+    "grid_id": Option(None, "grid id in chip names (one raster; null: the raster's file stem)", "path"),
+    "year": Option(None, "year recorded in the chips (null: from a {year}_ file name)", "optint"),
+    "compression": Option("gzip", "gzip | lzf | none", "str"),
+    "level": Option(4, "gzip level", "int"),
+    "workers": Option(0, "processes (0: one per CPU)", "int"),
+    "seed": Option(0, "random: sampling seed", "int"),
+    "quicklook": Option(True, "write out/chips_{grid}.png: where the chips were cut", "bool"),
+}
+
 COMMANDS: dict[str, Command] = {
     "inspect": Command(cmd_inspect, "Show the features (names, types, lengths) of TFRecord files and the patch size they imply.", {
         "file": Option((), "TFRecord file(s), folder or glob", "list"),
@@ -303,6 +375,8 @@ COMMANDS: dict[str, Command] = {
         "workers": Option(0, "processes (0: one per CPU)", "int"),
         "overwrite": Option(False, "rebuild a finished store of different input", "bool"),
     }),
+    "chips": Command(cmd_chips, "Cut training chips {grid}-{id}.h5 from your own imagery rasters and labels "
+                     "(label raster or polygons).", _CHIPS, positional="input"),
 }
 
 
