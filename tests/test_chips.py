@@ -80,8 +80,9 @@ def _pixel_rect(r0: int, c0: int, r1: int, c1: int, t) -> list[list[tuple[float,
     return [[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]]
 
 
-FIELDS = [  # (rows, cols, code): rectangles on the scene grid
+FIELDS = [  # (rows, cols, code): rectangles on the scene grid; the pasture overlaps the first field
     ((20, 70, 30, 100), 1),
+    ((40, 90, 80, 140), 5),
     ((100, 180, 50, 130), 5),
     ((150, 260, 180, 250), 1),
 ]
@@ -228,7 +229,7 @@ def test_polygons_are_burnt_on_the_imagery_grid(tmp_path):
     make_chips(LANDSAT5, tmp_path / "coded", labels=gj, size=SIZE, extra_bands={"Dem": 250}, label_field="code",
                label_values="1", outside="nodata", max_nodata=1.0, quicklook=False)
     coded = np.full((prof["height"], prof["width"]), np.nan, np.float32)
-    for (r0, r1, c0, c1), code in FIELDS:
+    for (r0, r1, c0, c1), code in sorted(FIELDS, key=lambda f: f[1] == 1):  # where fields overlap, cropland wins
         coded[r0:r1, c0:c1] = 1.0 if code == 1 else 0.0
     n_ok = 0
     for n in list_patches(tmp_path / "coded"):
@@ -393,7 +394,7 @@ def test_label_values_parsing():
     (["labels=LAB", "extra_bands=Dem=250", "label_values=5-1"], "runs backwards"),
     (["labels=LAB", "extra_bands=Dem=250", "label_values=maize"], "is a raster of codes"),
     (["labels=FIELDS", "extra_bands=Dem=250", "label_field=kind"], "label_field='kind'"),
-    (["labels=FAR", "extra_bands=Dem=250"], "none of its 3 polygons lies within"),
+    (["labels=FAR", "extra_bands=Dem=250"], "none of its 4 polygons lies within"),
     (["labels=LAB", "extra_bands=Dem=250", "size=400"], "smaller than one 400 x 400 chip"),
     (["labels=LAB", "extra_bands=Dem=250", "sampling=spiral"], "sampling='spiral' is not known"),
     (["labels=LAB", "extra_bands=Dem=250", "grid_id=a-b"], "without '-'"),

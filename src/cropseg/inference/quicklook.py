@@ -72,6 +72,11 @@ def scene_rgb(src, shape: tuple[int, int], plan: Any = None, stretch: tuple[floa
     return out
 
 
+def _bytes(img: np.ndarray) -> np.ndarray:
+    """0..1 floats as uint8 RGB: matplotlib draws those with a quarter of the memory."""
+    return np.rint(np.clip(np.nan_to_num(img), 0, 1) * 255).astype(np.uint8)
+
+
 def map_preview(map_path: str | Path, src, plan: Any = None, threshold: float = 0.5,
                 max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
     """The decimated scene (natural colour) with its map's cropland laid over it: ((rows, cols, 3) 0..1, share).
@@ -111,7 +116,7 @@ def write_map_quicklook(map_path: str | Path, src, plan: Any = None, threshold: 
     img, share = map_preview(map_path, src, plan, threshold, max_side)
     h, w = img.shape[:2]
     fig, ax = plt.subplots(figsize=(max(4.0, w / 100), max(3.0, h / 100) + 0.6))
-    ax.imshow(img, interpolation="nearest")
+    ax.imshow(_bytes(img), interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{map_path.name}\ncropland {share:.1%} of valid pixels", fontsize=9)
     ax.legend(handles=[Patch(color=CROPLAND_COLOUR, label=f"cropland (p >= {threshold:g})"),
@@ -140,7 +145,7 @@ def chip_quicklook(path: str | Path, src, windows: Sequence[tuple[int, int, int,
     img = np.where(np.isfinite(rgb), rgb, NODATA_COLOUR[0])
     h, w = shape
     fig, ax = plt.subplots(figsize=(max(3.5, w / 100) + 1.4, max(3.0, h / 100) + 0.5))
-    ax.imshow(img, interpolation="nearest")
+    ax.imshow(_bytes(img), interpolation="nearest")
     cmap = colormaps["viridis"]
     classes: set[int] = set()
     dropped = False
