@@ -417,3 +417,41 @@ def test_missing_raster_and_out_are_one_line(label_tif, tmp_path, capsys):
     assert "none.tif: file not found" in capsys.readouterr().err
     assert _run(["chips", f"labels={label_tif}", f"out={tmp_path / 'o'}"]) == 2
     assert "input=RASTER" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_own_geotiff_and_polygons_to_chips_to_a_map_and_its_evaluation(tmp_path):
+    """docs/prepare.md's worked example, tiny: polygons -> chips -> train -> predict the scene -> evaluate."""
+    from cropseg.config import compose
+    from cropseg.evaluate import main as evaluate_main
+    from cropseg.predict import predict
+    from cropseg.train import train
+
+    from conftest import tiny_overrides
+
+    _, prof = _scene()
+    fields = _write_geojson(tmp_path / "fields.geojson", with_code=False)
+    reference = np.zeros((prof["height"], prof["width"]), np.uint8)
+    for (r0, r1, c0, c1), _ in FIELDS:
+        reference[r0:r1, c0:c1] = 1
+    with rasterio.open(tmp_path / "fields.tif", "w", **{**prof, "count": 1, "dtype": "uint8", "nodata": 255}) as d:
+        d.write(reference, 1)
+    chips = tmp_path / "chips"
+    assert _run(["chips", str(LANDSAT5), f"labels={fields}", f"out={chips}", "size=64", "stride=32",
+                 "extra_bands=Dem=250"]) == 0
+    assert _run(["split", f"root={chips}", "k=4", "group=none"]) == 0
+    cfg = compose("train", tiny_overrides(tmp_path) + [
+        "logger=csv", "data=h5", f"data.root={chips}", f"data.train_list={chips}/splits/fold0/train.txt",
+        f"data.val_list={chips}/splits/fold0/val.txt", "data.patch_size=64"])
+    ckpt = train(cfg)["last_checkpoint"]
+    s = predict({"ckpt": ckpt, "input": str(LANDSAT5), "output": str(tmp_path / "maps"), "extra_bands": {"Dem": 250},
+                 "progress": False})
+    assert s["done"] == 1
+    maps = tmp_path / "maps"
+    assert (maps / "landsat5-tm-subset_cropland.tif").exists() and (maps / "landsat5-tm-subset_cropland.png").exists()
+    assert evaluate_main(["agreement", str(tmp_path / "fields.tif"), str(maps), "--out", str(tmp_path / "eval"),
+                          "--no-plots", "--no-maps"]) == 0
+    table = list(csv.DictReader(open(tmp_path / "eval" / "agreement.csv")))
+    assert 0.0 <= float(table[0]["agreement"]) <= 1.0 and float(table[0]["area_compared_km2"]) > 70

@@ -115,7 +115,7 @@ def write_map_quicklook(map_path: str | Path, src, plan: Any = None, threshold: 
     map_path = Path(map_path)
     img, share = map_preview(map_path, src, plan, threshold, max_side)
     h, w = img.shape[:2]
-    fig, ax = plt.subplots(figsize=(max(4.0, w / 100), max(3.0, h / 100) + 0.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, w / 100), max(4.0, h / 100) + 0.6))
     ax.imshow(_bytes(img), interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{map_path.name}\ncropland {share:.1%} of valid pixels", fontsize=9)
@@ -144,7 +144,7 @@ def chip_quicklook(path: str | Path, src, windows: Sequence[tuple[int, int, int,
     rgb = scene_rgb(src, shape, plan)
     img = np.where(np.isfinite(rgb), rgb, NODATA_COLOUR[0])
     h, w = shape
-    fig, ax = plt.subplots(figsize=(max(3.5, w / 100) + 1.4, max(3.0, h / 100) + 0.5))
+    fig, ax = plt.subplots(figsize=(max(5.0, w / 100) + 1.4, max(4.0, h / 100) + 0.5))
     ax.imshow(_bytes(img), interpolation="nearest")
     cmap = colormaps["viridis"]
     classes: set[int] = set()
