@@ -402,7 +402,13 @@ class ChipSource:
         from cropseg.maps import scene_year
 
         self.year = settings.year if settings.year is not None else scene_year(self.path)
-        self.crs_wkt = self.src.crs.to_wkt()
+        self.attrs = {  # provenance common to every chip of this raster (window and transform added per chip)
+            "source_raster": str(self.path.resolve()),
+            "crs": self.src.crs.to_wkt(),
+            "labels": str(Path(settings.labels).resolve()),
+            "label_rule": self.labels.describe,
+            "band_sources": "; ".join(f"{k}={v}" for k, v in self.plan.describe().items()),
+        }
 
     @property
     def height(self) -> int:
@@ -441,14 +447,9 @@ class ChipSource:
             return ChipResult(cid, row, col, "dropped", rp, nodata)
         t = window_transform(Window(col, row, size, size), self.src.transform)
         attrs = {
-            "source_raster": str(self.path.resolve()),
+            **self.attrs,
             "window": np.array([row, col, size, size], np.int64),  # row_off, col_off, height, width
-            "crs": self.crs_wkt,
-            "transform": np.array([t.a, t.b, t.c, t.d, t.e, t.f], np.float64),  # of the chip (GDAL order: Affine)
-            "labels": str(Path(self.s.labels).resolve()),
-            "label_rule": self.labels.describe,
-            "band_sources": "; ".join(f"{k}={v}" for k, v in self.plan.describe().items()),
-            "units": ",".join(BAND_UNITS.get(b, "unknown") for b in self.s.bands),
+            "transform": np.array([t.a, t.b, t.c, t.d, t.e, t.f], np.float64),  # the chip's affine (a, b, c, d, e, f)
         }
         write_patch(target, np.ascontiguousarray(x.transpose(1, 2, 0)), label[..., None], self.s.bands,
                     grid_id=self.grid, point_id=cid, year=self.year, source=self.path.name,
