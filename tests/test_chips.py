@@ -455,3 +455,20 @@ def test_own_geotiff_and_polygons_to_chips_to_a_map_and_its_evaluation(tmp_path)
                           "--no-plots", "--no-maps"]) == 0
     table = list(csv.DictReader(open(tmp_path / "eval" / "agreement.csv")))
     assert 0.0 <= float(table[0]["agreement"]) <= 1.0 and float(table[0]["area_compared_km2"]) > 70
+
+
+def test_several_rasters_from_a_folder_each_with_its_grid_id(label_tif, tmp_path, capsys):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for name in ("2010_a.tif", "2011_b.tif"):
+        (folder / name).write_bytes(LANDSAT5.read_bytes())
+    out = tmp_path / "chips"
+    assert _run(["chips", str(folder), f"labels={label_tif}", f"out={out}", "size=128", "extra_bands=Dem=250",
+                 f"label_values={CROP_CODES}"]) == 0
+    names = list_patches(out)
+    assert [n for n in names if n.startswith("2010_a-")] and len(names) == 8
+    assert {read_patch(patch_path(out, n)).attrs["year"] for n in names} == {2010, 2011}
+    assert (out / "chips_2010_a.png").exists() and (out / "chips_2011_b.png").exists()
+    capsys.readouterr()
+    assert _run(["chips", str(folder), f"labels={label_tif}", f"out={out}", "grid_id=x", "extra_bands=Dem=250"]) == 2
+    assert "names the chips of one raster, but input gives 2" in capsys.readouterr().err

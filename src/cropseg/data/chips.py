@@ -291,8 +291,10 @@ class PolygonLabels:
             col = layer.attributes[settings.label_field].iloc[keep].to_numpy()
             numeric = not (settings.label_values and isinstance(settings.label_values[0], str))
             if numeric:
+                import pandas as pd
+
                 try:
-                    col = col.astype(float)
+                    col = pd.to_numeric(pd.Series(col)).to_numpy(float)  # empty values: NaN, never cropland
                 except (TypeError, ValueError):
                     raise UserError(f"label_field={settings.label_field!r} of {self.path} holds text; give "
                                     f"label_values as class names (e.g. label_values={col[0]})") from None
