@@ -48,7 +48,7 @@ from cropseg.bands import BAND_UNITS, DEFAULT_BANDS
 from cropseg.errors import UserError
 from cropseg.io import atomic_path
 
-from .index import NUM_CLASSES, patch_class
+from .index import patch_class
 from .patches import patch_name, patch_path, read_patch, write_patch
 
 GDAL_CACHE_MB = 64  # per process: chips are read once each, a small cache keeps memory flat
