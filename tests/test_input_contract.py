@@ -189,7 +189,7 @@ def test_one_raw_patch_gives_the_same_input_and_probability_everywhere(tmp_path)
 
 def test_export_says_when_onnx_was_not_compared(tmp_path):
     code = ("import sys; sys.modules['onnxruntime'] = None; from cropseg.models.export import main; "
-            f"main([{str(CKPT)!r}, '--out', {str(tmp_path / 'm')!r}])")
+            f"main([{str(CKPT)!r}, 'out={tmp_path / 'm'}'])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "NOT compared with PyTorch: onnx (onnxruntime is not installed" in res.stdout

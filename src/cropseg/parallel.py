@@ -78,27 +78,44 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cropseg-parent-watch", daemon=True).start()
 
 
+def _init_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    _end_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def parallel_map(func: Callable[[T], R], items: Iterable[T], workers: int | None = 0,
-                 chunksize: int | None = None) -> Iterator[R]:
+                 chunksize: int | None = None, initializer: Callable | None = None,
+                 initargs: tuple = ()) -> Iterator[R]:
     """``func(item)`` for each item, in item order, in ``workers`` processes (see the module docstring).
 
-    ``func`` and the items must be picklable (a module-level function). ``chunksize``
-    (default: about 8 chunks per worker) batches small items to save round trips. The
-    first exception raised by ``func`` ends the map and is raised here; leaving early
-    (an exception, Ctrl-C, ``break``) ends the workers, so nothing keeps running.
+    ``func`` and the items must be picklable (a module-level function). A sequence of items
+    is mapped in chunks (``chunksize``, default about 8 chunks per worker) to save round
+    trips. Any other iterable is read lazily, a few items per worker ahead of the results:
+    a generator can decide from the results so far whether to produce more (e.g. stop once
+    enough chips are cut), and the items in flight still finish and are returned.
+    ``initializer(*initargs)`` runs once in each worker (or here, with one worker). The first
+    exception raised by ``func`` ends the map and is raised here; leaving early (an
+    exception, Ctrl-C, ``break``) ends the workers, so nothing keeps running.
     """
-    items = items if isinstance(items, Sequence) else list(items)
-    n = resolve_workers(workers, len(items))
+    lazy = not isinstance(items, Sequence)
+    n = resolve_workers(workers, None if lazy else len(items))
     if n <= 1:
+        if initializer is not None:
+            initializer(*initargs)
         for item in items:
             yield func(item)
         return
-    if chunksize is None:
-        chunksize = max(1, len(items) // (n * 8))
-    pool = ProcessPoolExecutor(max_workers=n, initializer=_end_with_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(max_workers=n, initializer=_init_worker,
+                               initargs=(os.getpid(), initializer, tuple(initargs)))
     finished = False
     try:
-        yield from pool.map(func, items, chunksize=chunksize)
+        if lazy:
+            yield from _bounded(pool, func, iter(items), 2 * n)
+        else:
+            if chunksize is None:
+                chunksize = max(1, len(items) // (n * 8))
+            yield from pool.map(func, items, chunksize=chunksize)
         finished = True
     finally:
         if not finished:
@@ -107,3 +124,16 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T], workers: int | None
             for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _bounded(pool: ProcessPoolExecutor, func: Callable[[T], R], items: Iterator[T], ahead: int) -> Iterator[R]:
+    """Results in order with at most ``ahead`` items submitted and not yet returned."""
+    from collections import deque
+
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(func, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -1,7 +1,8 @@
 """Tiled inference: ``python -m cropseg.predict ckpt=model.ckpt input=scene.tif output=out/``.
 
 Writes one ``{stem}_cropland.tif`` per scene (probability DN = round(200 p), optional
-class band, 255 nodata; the input's CRS, transform and size). See docs/inference.md and
+class band, 255 nodata; the input's CRS, transform and size) and its quicklook
+``{stem}_cropland.png`` (``quicklook=false`` skips it). See docs/inference.md and
 conf/predict.yaml for every option. Reruns skip finished maps; the scene list is split
 over processes by RANK/WORLD_SIZE (torchrun) or SLURM_PROCID/SLURM_NTASKS.
 """
@@ -28,7 +29,7 @@ log = logging.getLogger("cropseg.predict")
 SETTING_KEYS = ("window", "stride", "overlap", "margin", "blending", "padding", "batch_size", "device", "precision",
                 "threshold", "class_band", "overviews", "cog", "band_map", "extra_bands", "assume_order",
                 "band_scale", "band_offset", "sensor", "check_units",
-                "skip_empty", "progress")
+                "skip_empty", "quicklook", "progress")
 
 
 def predict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``cropseg prepare SUBCOMMAND key=value ...``: Earth Engine TFRecords → H5 patches → tables, plots, splits.
+"""``cropseg prepare SUBCOMMAND key=value ...``: Earth Engine TFRecords or own rasters → H5 patches → tables, plots, splits.
 
 Each subcommand's keys and defaults are in ``conf/prepare/<subcommand>.yaml`` (composed
 by Hydra, as every cropseg command: see ``cropseg.command``); ``--help`` lists them. To
@@ -176,6 +176,31 @@ def cmd_pack(o: dict) -> int:
         ensure_output_dir(o["out"], "out")
     return run_pack(o)
 
+
+# --------------------------------------------------------------------------- chips (issue 15)
+
+
+def cmd_chips(o: dict) -> int:
+    from cropseg.data.chips import format_summary, make_chips
+
+    if not o["input"]:
+        raise UserError("prepare chips: give imagery rasters (cropseg prepare chips RASTER... labels=... out=DIR)")
+    ensure_output_dir(o["out"], "out")
+    s = make_chips(
+        list(o["input"]), o["out"], labels=o["labels"], bands=tuple(o["bands"] or DEFAULT_BANDS), size=o["size"], sampling=o["sampling"],
+        stride=o["stride"], count=o["count"], candidates=o["candidates"], min_distance=o["min_distance"],
+        stratify=o["stratify"], max_nodata=o["max_nodata"], label_values=o["label_values"],
+        label_nodata=o["label_nodata"], label_band=o["label_band"], label_field=o["label_field"],
+        all_touched=o["all_touched"], outside=o["outside"], band_map=o["band_map"],
+        extra_bands=o["extra_bands"], band_scale=o["band_scale"],
+        band_offset=o["band_offset"], preset=o["preset"], sensor=o["sensor"],
+        assume_order=o["assume_order"], check_units=o["check_units"], grid_id=o["grid_id"], year=o["year"],
+        compression=None if o["compression"] == "none" else o["compression"], level=o["level"],
+        workers=o["workers"], seed=o["seed"], quicklook=o["quicklook"], progress=_progress())
+    print(format_summary(s, o["max_nodata"]))
+    return 0 if s.chips else EXIT_DATA_PROBLEMS
+
+
 def _command(name: str, func, summary: str, positional: tuple[str, ...] = ()) -> Command:
     return Command(f"cropseg prepare {name}", f"prepare/{name}", func, summary, positional)
 
@@ -190,6 +215,8 @@ COMMANDS: dict[str, Command] = {c.prog.rsplit(" ", 1)[1]: c for c in (
     _command("split", cmd_split, "K-fold train/val lists, shuffled, stratified by class c, grid cells kept together."),
     _command("demo-tfrecords", cmd_demo_tfrecords, "Write Earth Engine-format TFRecords from demo (or any) H5 patches."),
     _command("pack", cmd_pack, "Pack H5 patches into a store of memory-mapped arrays for fast training (data=packed)."),
+    _command("chips", cmd_chips, "Cut training chips {grid}-{id}.h5 from your own imagery rasters and labels "
+             "(label raster or polygons).", ("input...",)),
 )}
 
 PREPARE = Group("cropseg prepare", COMMANDS, "Earth Engine TFRecords -> H5 patches -> tables, plots, splits, packed store.")

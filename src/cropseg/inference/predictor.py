@@ -38,6 +38,7 @@ from cropseg.maps import OUTPUT_PATTERN, encode, encoding_tags, scene_year
 
 from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced, check_units, finish_output,
                      open_raster, output_profile, plan_bands)
+from .quicklook import write_map_quicklook
 from .windows import WindowGrid, blend_weights, resolve_stride
 
 GDAL_CACHE_MB = 64
@@ -67,6 +68,7 @@ class PredictSettings:
     band_scale: dict[str, Any] = field(default_factory=dict)  # stored * scale + offset, by band name
     band_offset: dict[str, Any] = field(default_factory=dict)
     skip_empty: bool = True
+    quicklook: bool = True  # {stem}_cropland.png beside each map (cropseg.inference.quicklook)
     progress: bool | None = None  # None: a bar when stderr is a terminal
 
     def __post_init__(self) -> None:
@@ -444,6 +446,8 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
                     if bar is not None:
                         bar.close()
                 finish_output(tmp, settings.overviews, settings.cog)
+            if settings.quicklook:  # the finished map, small: {stem}_cropland.png beside it
+                write_map_quicklook(output, src, plan, threshold)
         finally:
             reader.close()
         mp = src.width * src.height / 1e6

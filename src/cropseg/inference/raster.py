@@ -338,13 +338,15 @@ def check_georeferenced(src, path: str | Path) -> None:
 
 
 class SceneReader:
-    """Reads rows of a scene as the model's raw bands plus a validity mask.
+    """Reads windows of a scene as the model's raw bands plus a validity mask.
 
-    ``read_rows(r0, r1)`` returns ``(x, valid)``: ``x`` float32 (C, r1 - r0, width), the
+    ``read_window(row0, col0, h, w)`` returns ``(x, valid)``: ``x`` float32 (C, h, w), the
     checkpoint's bands in order and in physical units, NaN where a band has no data;
-    ``valid`` bool (r1 - r0, width): every band has data there. Normalization and the
-    nodata rule are the model's (cropseg.models.preprocess). Rasterio reads the rows block
-    by block; nothing else of the scene is held.
+    ``valid`` bool (h, w): every band has data there. ``read_rows(r0, r1)`` is the window of
+    whole rows (prediction); training chips (cropseg.data.chips) read square windows, so both
+    go through the same band mapping. Normalization and the nodata rule are the model's
+    (cropseg.models.preprocess). Rasterio reads only the blocks the window touches; nothing
+    else of the scene is held.
     """
 
     def __init__(self, src, plan: BandPlan):
@@ -382,9 +384,17 @@ class SceneReader:
         self._stack.close()
 
     def read_rows(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``r0`` to ``r1`` (exclusive), the scene's full width."""
+        return self.read_window(r0, 0, r1 - r0, self.width)
+
+    def read_window(self, row0: int, col0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``h`` x ``w`` window at (``row0``, ``col0``), inside the scene."""
         from rasterio.windows import Window
 
-        win = Window(0, r0, self.width, r1 - r0)
+        if row0 < 0 or col0 < 0 or h < 0 or w < 0 or row0 + h > self.height or col0 + w > self.width:
+            raise ValueError(f"window rows {row0}..{row0 + h}, cols {col0}..{col0 + w} is not inside the "
+                             f"{self.height} x {self.width} scene")
+        win = Window(col0, row0, w, h)
         raw = self.src.read(self.plan.read, window=win, out_dtype="float32")
         for k, (nd, s, o) in enumerate(zip(self.plan.nodata, self.plan.scale, self.plan.offset)):
             if nd is not None and np.isfinite(nd):
@@ -392,7 +402,7 @@ class SceneReader:
             if (s, o) != (1.0, 0.0):
                 raw[k] *= np.float32(s)
                 raw[k] += np.float32(o)
-        out = np.empty((len(self.plan.bands), r1 - r0, self.width), np.float32)
+        out = np.empty((len(self.plan.bands), h, w), np.float32)
         for c, s in enumerate(self.plan.sources):
             if s[0] == "read":
                 out[c] = raw[s[1]]
