@@ -13,7 +13,7 @@ real), and a label raster (uint8 class codes) on the same grid. Then, in one pro
 Peak RSS: ``make_chips`` (grid, default settings, quicklook on) run in a fresh process on the
 raster and on one with 4x the pixels; the child's maximum resident set size is reported.
 
-Usage: python bench/bench_chips.py [--size 2048] [--chip 192] [--repeats 2] [--out bench/results/chips.md]
+Usage: python bench/bench_chips.py [--size 2048] [--chip 192] [--repeats 2] [--out tables.md]
 """
 
 from __future__ import annotations
