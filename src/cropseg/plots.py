@@ -43,6 +43,12 @@ def fraction(x: float) -> str:
 def patch_previews(path: str | Path, images: np.ndarray, labels: np.ndarray, probs: np.ndarray | None,
                    bands: Sequence[str], names: Sequence[str] | None = None, title: str = "",
                    threshold: float = 0.5) -> Path:
+    """``preview_figure`` as a PNG."""
+    return save_figure(preview_figure(images, labels, probs, bands, names, title, threshold), path)
+
+
+def preview_figure(images: np.ndarray, labels: np.ndarray, probs: np.ndarray | None, bands: Sequence[str],
+                   names: Sequence[str] | None = None, title: str = "", threshold: float = 0.5):
     """One row per patch: RGB, label and predicted probability, with the cropland fractions in the titles.
 
     Labels above 1 (``IGNORE``: nodata, padding) are drawn in their own colour in the label and on
@@ -54,10 +60,8 @@ def patch_previews(path: str | Path, images: np.ndarray, labels: np.ndarray, pro
     n = len(images)
     cols = 3 if probs is not None else 2
     fig, axes = plt.subplots(n, cols, figsize=(3.4 * cols, 3 * n), squeeze=False, layout="constrained")
-    label_cmap = ListedColormap(LABEL_COLOURS[:2])
-    label_cmap.set_bad(LABEL_COLOURS[2])
-    prob_cmap = plt.get_cmap("viridis").copy()
-    prob_cmap.set_bad(LABEL_COLOURS[2])
+    label_cmap = ListedColormap(LABEL_COLOURS[:2]).with_extremes(bad=LABEL_COLOURS[2])
+    prob_cmap = plt.get_cmap("viridis").with_extremes(bad=LABEL_COLOURS[2])
     im = None
     for i in range(n):
         nodata = labels[i][0] > 1
@@ -81,7 +85,7 @@ def patch_previews(path: str | Path, images: np.ndarray, labels: np.ndarray, pro
         fig.colorbar(im, ax=axes[:, 2], shrink=0.6, label="cropland probability")
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
 #: Panels of training_curves.png: metrics of one scale together (accuracy near 1 would flatten IoU near 0).
@@ -93,9 +97,17 @@ CURVE_PANELS = (
 
 
 def training_curves(metrics_csv: str | Path, path: str | Path) -> Path | None:
+    """``curves_figure`` as a PNG (None while the log has no epochs)."""
+    fig = curves_figure(metrics_csv)
+    return save_figure(fig, path) if fig is not None else None
+
+
+def curves_figure(metrics_csv: str | Path):
     """Per epoch from Lightning's CSV log: loss, the overlap metrics (IoU, F1, kappa, precision,
     recall) and accuracy, each on its own panel; training dashed, validation solid, test (after
     fit, on the best checkpoint) as a star at its epoch."""
+    from matplotlib.ticker import MaxNLocator
+
     try:
         df = pd.read_csv(metrics_csv)
     except (FileNotFoundError, pd.errors.EmptyDataError):
@@ -120,6 +132,7 @@ def training_curves(metrics_csv: str | Path, path: str | Path) -> Path | None:
                 ax.plot(s.index, s.values, color=colour, label=f"{stage}/{m}", **style)
                 drawn = True
         ax.set(xlabel="epoch", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if drawn:
             ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return fig

@@ -95,7 +95,7 @@ class ValidationPreviews(pl.Callback):
 
 
 class TrainingCurves(pl.Callback):
-    """``training_curves.png`` from the CSV log, redrawn after every validation."""
+    """``training_curves.png`` from the CSV log, redrawn after every validation and after the test."""
 
     def _draw(self, trainer: pl.Trainer) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
@@ -112,6 +112,9 @@ class TrainingCurves(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._draw(trainer)
+
+    def on_test_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._draw(trainer)  # the held-out test score, a star after the last epoch
 
 
 class FreezeEncoder(pl.Callback):
