@@ -149,3 +149,24 @@ def test_test_list_overlapping_training_is_refused(demo_root, tmp_path):
         f"data.test_list={demo_root / 'val.txt'}"])
     with pytest.raises(UserError, match=r"data.test_list=.*val.txt: \d+ patch\(es\) also in the training or validation"):
         train(cfg)
+
+
+def test_resume_command_line_takes_the_runs_overrides(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from cropseg.train import resume_overrides
+
+    run = tmp_path / "it's a run, really"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- data=h5\n- data.root=/p\n- trainer.max_epochs=10\n")
+    last = run / "checkpoints" / "last.ckpt"
+    args = resume_overrides([f"ckpt_path={last}", "trainer.max_epochs=20"])
+    assert args[:-1] == ["data=h5", "data.root=/p", f"ckpt_path={last}", "trainer.max_epochs=20"]  # given ones win
+    run_dir = OverridesParser.create().parse_override(args[-1])
+    assert run_dir.key_or_group == "hydra.run.dir" and run_dir.value() == str(run)
+    # A best checkpoint, or resume_in_place=false: the run's config, but a new folder.
+    best = resume_overrides([f"ckpt_path={run / 'checkpoints' / 'epoch003-iou0.5.ckpt'}"])
+    assert best[:2] == ["data=h5", "data.root=/p"] and not any(a.startswith("hydra.run.dir") for a in best)
+    assert not any(a.startswith("hydra.run.dir") for a in resume_overrides([f"ckpt_path={last}", "resume_in_place=false"]))
+    assert resume_overrides(["-m", f"ckpt_path={last}"]) == ["-m", f"ckpt_path={last}"]
+    assert resume_overrides([f"ckpt_path={tmp_path / 'x.ckpt'}"]) == [f"ckpt_path={tmp_path / 'x.ckpt'}"]

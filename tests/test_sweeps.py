@@ -138,6 +138,8 @@ def test_summarize_logs_lists_training_runs_only(tiny_checkpoint, tmp_path, caps
                            f"output={tmp_path / 'maps'}", f"paths.log_dir={logs}"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)
     assert pred.returncode == 0, pred.stderr[-2000:]
+    assert "cropseg predict: 1 done" in pred.stdout
+    assert "[cropseg.predict][INFO] - cropseg predict: 1 done" in next((logs / "predict" / "runs").glob("*/predict.log")).read_text()
     assert len(list((logs / "train" / "runs").iterdir())) == 2 and len(list((logs / "predict" / "runs").iterdir())) == 1
 
     assert runs_main(["summarize", str(logs)]) == 0

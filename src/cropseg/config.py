@@ -117,7 +117,8 @@ def compose(config_name: str = "train", overrides: list[str] | None = None,
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    register_configs()
+    if config_name == "train":
+        register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []),
                              return_hydra_config=return_hydra_config)

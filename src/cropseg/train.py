@@ -116,12 +116,12 @@ def resume_overrides(args: list[str]) -> list[str]:
     So ``python -m cropseg.train ckpt_path=RUN/checkpoints/last.ckpt`` continues the same training
     (same data, model, loss ...) in RUN, where its checkpoints, metrics.csv and train.log grow, and
     ``summary.json`` ends with the best of the whole training. Overrides given now win
-    (``trainer.max_epochs=300`` trains longer). ``resume_in_place=false``, a sweep (``-m``) or a
-    checkpoint outside a run folder: the command line as given (a new run folder, which still
-    keeps the checkpoint's best score and path).
+    (``trainer.max_epochs=300`` trains longer). Another checkpoint of the run (a best one) or
+    ``resume_in_place=false``: the run's overrides too, but a new run folder (the run's own history
+    stays as it is; the checkpoint's best score and path carry over). A sweep (``-m``) or a
+    checkpoint outside a run folder: the command line as given.
     """
-    if any(a in ("-m", "--multirun") or a.startswith(("hydra.run.dir=", "resume_in_place=f", "resume_in_place=F"))
-           for a in args):
+    if any(a in ("-m", "--multirun") for a in args):
         return args
     ckpt = next((a.split("=", 1)[1] for a in reversed(args) if _key(a) == "ckpt_path" and "=" in a), None)
     if not ckpt or ckpt.lower() in {"null", "none"}:
@@ -136,8 +136,13 @@ def resume_overrides(args: list[str]) -> list[str]:
     except yaml.YAMLError:
         raise UserError(f"ckpt_path={ckpt}: {run / '.hydra' / 'overrides.yaml'} is not readable YAML") from None
     given = {_key(a) for a in args}
+    merged = [o for o in original if _key(o) not in given] + list(args)
+    in_place = Path(ckpt).name == "last.ckpt" and not any(
+        _key(a) == "resume_in_place" and a.split("=", 1)[-1].lower() in {"false", "no", "0", "off"} for a in args)
+    if not in_place or any(a.startswith("hydra.run.dir=") for a in args):  # (DDP ranks > 0 are given it)
+        return merged
     quoted = str(run).replace("\\", "\\\\").replace("'", "\\'")
-    return [o for o in original if _key(o) not in given] + list(args) + [f"hydra.run.dir='{quoted}'"]
+    return merged + [f"hydra.run.dir='{quoted}'"]
 
 
 def _callback_state(ckpt: dict[str, Any], cb: Any) -> dict[str, Any]:
