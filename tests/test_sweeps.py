@@ -113,6 +113,9 @@ def test_run_dirname_is_short_readable_and_safe():
     assert run_dirname(3, ["model=unet", "loss.terms=bce+0.5*dice", "optimizer.lr=0.001"]) == \
         "3_model-unet_terms-bce+0.5-dice_lr-0.001"
     assert run_dirname(0, ["paths.log_dir=/x", "data.root=/data/patches", "seed=1"]) == "0"
+    # what every job of the sweep shares (given as such on the command line) is left out
+    assert run_dirname(1, ["model=unet", "trainer.max_epochs=2"], fixed=["-m", "model=unet,fpn", "trainer.max_epochs=2"]) \
+        == "1_model-unet"
     long = run_dirname(12, [f"k{i}=value{i}" for i in range(30)])
     assert long.startswith("12_k0-value0_") and len(long) <= 63 and "=" not in long and "," not in long
 

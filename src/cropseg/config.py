@@ -34,22 +34,27 @@ def _sqlite_url(path: str) -> str:
     return f"sqlite:///{p}"
 
 
-def run_dirname(num: Any, overrides: Any, max_len: int = 60) -> str:
+def run_dirname(num: Any, overrides: Any, max_len: int = 60, fixed: Any = None) -> str:
     """A sweep job's folder name, ``<n>_<short readable>`` (``3_model-unet_loss-bce_dice``).
 
     Only letters, digits and ``. _ + -`` appear, so that a checkpoint path copied from a sweep
     can be given back as an override (``ckpt=...``) without Hydra quoting (``=`` and ``,`` would
-    need it). Keys are shortened to their last part (``optimizer.lr=0.001`` -> ``lr-0.001``);
-    paths and where-to-write keys are left out (the same for every job, and long); a long name is
-    cut and hashed. The job number keeps names unique; the full overrides stay in ``.hydra/``.
+    need it). The name shows what differs between the jobs: overrides given as such on the
+    command line (``fixed``, default ``sys.argv``: the same for every job) are left out, and so
+    are paths and where-to-write keys; keys are shortened to their last part
+    (``optimizer.lr=0.001`` -> ``lr-0.001``); a long name is cut and hashed. The job number keeps
+    names unique; the full overrides stay in ``.hydra/``.
     """
     import hashlib
     import re
+    import sys
 
+    same = set(sys.argv[1:] if fixed is None else fixed)
     keep = []
     for o in list(overrides or []):
         key, _, value = str(o).lstrip("+~").partition("=")
-        if key.startswith(("paths.", "hydra.")) or key in {"seed", "ckpt_path", "init_from"} or "/" in value:
+        if str(o) in same or key.startswith(("paths.", "hydra.")) or key in {"seed", "ckpt_path", "init_from"} \
+                or "/" in value:
             continue
         keep.append(f"{key.rsplit('.', 1)[-1]}-{value}")
     name = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9._+-]", "-", "_".join(keep))).strip("-_")
