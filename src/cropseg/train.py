@@ -215,9 +215,10 @@ def _resume_in_place(ckpt: dict[str, Any], ckpt_path: Path, callbacks: list, log
 
 
 def _covered(row: dict[str, str], epoch: int, step: int) -> bool:
-    """Whether a metrics.csv row comes from the part of training a checkpoint (``epoch``, ``global_step``
-    ``step``) holds: rows of a batch carry its step (0-based, so below the count of steps), epoch-end
-    rows the epoch's last step; the next epoch's learning-rate row already the checkpoint's step."""
+    """Whether a metrics.csv row belongs to the training a checkpoint holds (its ``epoch`` and ``step`` =
+    global step). A batch's rows carry its 0-based step, below the checkpoint's count of steps; an
+    epoch's closing rows carry its last batch's step; the next epoch's learning-rate row already
+    carries the checkpoint's step, and is logged again on resuming."""
     if row.get("step"):
         return int(float(row["step"])) < step
     return not row.get("epoch") or int(float(row["epoch"])) <= epoch
