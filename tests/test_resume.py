@@ -51,7 +51,8 @@ def _args(tmp, *extra):
     # No augmentation: the resumed epochs then draw exactly what the uninterrupted run's drew (the sampler
     # depends on (seed, epoch) only), so the two trainings can be compared number for number.
     return [a for a in tiny_demo_overrides(tmp, size=32) if not a.startswith("paths.output_dir")] + SMALL + [
-        "logger=csv", "callbacks.previews=null", "data.augment.enabled=false", "+callbacks.kill._target_=test_resume.KillAt",
+        "logger=csv", "callbacks.previews=null", "callbacks.curves=null", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "data.augment.enabled=false", "+callbacks.kill._target_=test_resume.KillAt",
         *extra]
 
 
