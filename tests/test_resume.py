@@ -37,6 +37,7 @@ class KillAt(pl.Callback):
 def _cli(args, cwd, kill=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     env.pop("CROPSEG_TEST_KILL", None)
+    env["OMP_NUM_THREADS"] = "1"  # tiny networks: one thread is as fast, and idles nothing on a shared machine
     if kill:
         env["CROPSEG_TEST_KILL"] = kill
     return subprocess.run([sys.executable, "-m", "cropseg.train", *args], cwd=cwd, capture_output=True, text=True,
@@ -110,7 +111,18 @@ def _split_lists(demo_root, tmp_path):
     return (write_list(tmp_path / "val.txt", val[:2]), write_list(tmp_path / "test.txt", val[2:]), len(val) - 2)
 
 
-def test_last_checkpoint_every_epoch_best_apart_and_best_tested_on_held_out_list(demo_root, tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny networks: one thread is as fast, and does not spin against the other processes of a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_last_checkpoint_every_epoch_best_apart_and_best_tested_on_held_out_list(demo_root, tmp_path, one_thread):
     val, test, n_test = _split_lists(demo_root, tmp_path)
     # Monitoring the epoch number (mode min) the best is epoch 0 for good: later epochs never improve.
     cfg = compose("train", tiny_overrides(tmp_path) + SMALL + [
