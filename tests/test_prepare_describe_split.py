@@ -96,6 +96,27 @@ def test_split_keeps_grid_cells_together_and_writes_oversampled_lists(demo_root,
     assert _run(["split", f"root={demo_root}", f"out={tmp_path / 'g'}", "k=5"]) == 2
 
 
+def test_split_holds_out_whole_grid_cells_as_test_list(demo_root, tmp_path, capsys):
+    # The demo has 3 grid cells: a third of the patches means one cell; the folds share the other two.
+    assert _run(["split", f"root={demo_root}", f"out={tmp_path}", "k=2", "test=0.34"]) == 0
+    assert f"data.test_list={tmp_path}/test.txt" in capsys.readouterr().out
+    test = read_list(tmp_path / "test.txt")
+    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"name": str, "GridID": str})
+    assert sorted(folds.loc[folds.fold == -1, "name"]) == sorted(test)
+    cells = {n.split("-")[0] for n in test}
+    assert len(cells) == 1 and len(test) == sum(n.split("-")[0] in cells for n in list_patches(demo_root / "data"))
+    for f in range(2):
+        train = read_list(tmp_path / f"fold{f}" / "train.txt")
+        val = read_list(tmp_path / f"fold{f}" / "val.txt")
+        assert not (set(train) | set(val)) & set(test)
+        assert len(train) + len(val) + len(test) == 22
+    # Too few grid cells for the fraction asked: one line, exit 2. Without a test list, no stale test.txt.
+    assert _run(["split", f"root={demo_root}", f"out={tmp_path}", "k=2", "test=0.1"]) == 2
+    assert "test=0.1: one grid cell in 10 is held out, but there are only 3 grid cells" in capsys.readouterr().err
+    assert _run(["split", f"root={demo_root}", f"out={tmp_path}", "k=2"]) == 0
+    assert not (tmp_path / "test.txt").exists() and (pd.read_csv(tmp_path / "folds.csv").fold >= 0).all()
+
+
 def test_stratified_folds_balance_classes():
     rng = np.random.default_rng(0)
     classes = np.repeat(np.arange(5), [50, 25, 15, 5, 5])

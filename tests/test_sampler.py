@@ -36,8 +36,43 @@ def test_epoch_length_and_ddp_shares():
         s.set_epoch(4)
     parts = [list(s) for s in ranks]
     assert len(parts[0]) == len(parts[1]) == len(ranks[0]) == 25
-    glob = ranks[0].global_indices()
-    assert parts[0] == glob[0::2].tolist() and parts[1] == glob[1::2].tolist()
     # plain epochs: ranks together see each patch exactly once
     plain = [list(StratifiedSampler(classes, 0.0, seed=0, num_replicas=2, rank=r)) for r in range(2)]
     assert sorted(plain[0] + plain[1]) == list(range(100))
+
+
+def test_ddp_ranks_never_share_a_patch_and_keep_the_class_balance():
+    """Oversampling draws with replacement: a rare patch drawn twice must not land on two ranks."""
+    classes = np.array([0] * 80 + [3] * 12 + [7] * 8)
+    world = 4
+    for epoch in range(5):
+        ranks = [StratifiedSampler(classes, 1.0, num_samples=4000, seed=1, num_replicas=world, rank=r)
+                 for r in range(world)]
+        for s in ranks:
+            s.set_epoch(epoch)
+        shares = ranks[0].shares()
+        assert [list(x) for x in shares] == [list(x) for x in ranks[3].shares()]  # every rank deals alike
+        assert sorted(np.concatenate(shares).tolist()) == list(range(100))
+        drawn = [set(s) for s in ranks]
+        for a in range(world):
+            assert drawn[a] <= set(shares[a].tolist())
+            for b in range(a + 1, world):
+                assert not drawn[a] & drawn[b]
+        for r, s in enumerate(ranks):
+            # each share holds every class in proportion (n_c / world, +-1) ...
+            assert all(abs(np.sum(classes[shares[r]] == c) - np.sum(classes == c) / world) <= 1 for c in (0, 3, 7))
+            # ... and each rank draws the classes as strength 1 asks: equally often
+            share_of = np.bincount(classes[list(s)], minlength=8)[[0, 3, 7]] / len(s)
+            np.testing.assert_allclose(share_of, 1 / 3, atol=0.05)
+    # plain epochs with a length that is not a multiple of the ranks: still disjoint
+    odd = [set(StratifiedSampler(classes[:99], 0.0, seed=0, num_replicas=2, rank=r)) for r in range(2)]
+    assert not odd[0] & odd[1] and len(odd[0] | odd[1]) == 99
+
+
+def test_fewer_patches_than_ranks_is_a_user_error():
+    import pytest
+
+    from cropseg.errors import UserError
+
+    with pytest.raises(UserError, match="1 training patch.*cannot be shared by 2 processes"):
+        StratifiedSampler([0], 0.5, num_replicas=2, rank=0)

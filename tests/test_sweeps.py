@@ -30,6 +30,13 @@ def test_2x2_sweep_each_run_in_its_own_folder_and_summary_table(tmp_path, capsys
     assert res.returncode == 0, res.stderr[-3000:]
     runs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(runs) == 4
+    # <n>_<short readable>, nothing Hydra would need quoted: a path from here goes back as an override.
+    assert sorted(r.name for r in runs) == ["0_model-unet_loss-bce_dice", "1_model-unet_loss-jaccard",
+                                            "2_model-pspnet_loss-bce_dice", "3_model-pspnet_loss-jaccard"]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    best = next(runs[0].glob("checkpoints/epoch*.ckpt"))
+    assert OverridesParser.create().parse_override(f"ckpt={best}").value() == str(best)
     for run in runs:
         assert (run / ".hydra" / "config.yaml").exists() and (run / "summary.json").exists()
         env = yaml.safe_load((run / "environment.json").read_text())  # JSON is YAML
@@ -99,3 +106,46 @@ def test_empty_search_space_is_one_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error: hparams_search: the search space is empty")
     assert "Traceback" not in res.stderr
+
+
+def test_run_dirname_is_short_readable_and_safe():
+    from cropseg.config import run_dirname
+
+    assert run_dirname(3, ["model=unet", "loss.terms=bce+0.5*dice", "optimizer.lr=0.001"]) == \
+        "3_model-unet_terms-bce+0.5-dice_lr-0.001"
+    assert run_dirname(0, ["paths.log_dir=/x", "data.root=/data/patches", "seed=1"]) == "0"
+    # what every job of the sweep shares (given as such on the command line) is left out
+    assert run_dirname(1, ["model=unet", "trainer.max_epochs=2"], fixed=["-m", "model=unet,fpn", "trainer.max_epochs=2"]) \
+        == "1_model-unet"
+    long = run_dirname(12, [f"k{i}=value{i}" for i in range(30)])
+    assert long.startswith("12_k0-value0_") and len(long) <= 63 and "=" not in long and "," not in long
+
+
+def test_summarize_logs_lists_training_runs_only(tiny_checkpoint, tmp_path, capsys):
+    """A whole logs/ tree: a predict run and a config that failed before training are not training runs."""
+    import shutil
+
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    logs = tmp_path / "logs"
+    shutil.copytree(tiny_checkpoint.parents[1], logs / "train" / "runs" / "2026-01-01_00-00-00_000000")
+    bad = _cli(["data=h5", f"paths.log_dir={logs}"], tmp_path)  # data.root missing: stops before training
+    assert bad.returncode == 2
+    scene = tmp_path / "scene.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=7, dtype="float32", crs="EPSG:32622",
+                       transform=from_origin(0, 0, 30, 30)) as f:
+        f.write(np.random.default_rng(0).random((7, 64, 64), dtype=np.float32))
+        f.descriptions = ("B", "G", "R", "NIR", "SWIR1", "NDVI", "Dem")
+    pred = subprocess.run([sys.executable, "-m", "cropseg.predict", f"ckpt={tiny_checkpoint}", f"input={scene}",
+                           f"output={tmp_path / 'maps'}", f"paths.log_dir={logs}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    assert "cropseg predict: 1 done" in pred.stdout
+    assert "[cropseg.predict][INFO] - cropseg predict: 1 done" in next((logs / "predict" / "runs").glob("*/predict.log")).read_text()
+    assert len(list((logs / "train" / "runs").iterdir())) == 2 and len(list((logs / "predict" / "runs").iterdir())) == 1
+
+    assert runs_main(["summarize", str(logs)]) == 0
+    table = pd.read_csv(logs / "runs_summary.csv")
+    assert table["run"].tolist() == ["train/runs/2026-01-01_00-00-00_000000"] and table["status"][0] == "finished"

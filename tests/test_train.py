@@ -1,5 +1,7 @@
 """Training through real Hydra composition and real Lightning Trainers, on tiny demo data."""
 
+import json
+import shlex
 import subprocess
 import sys
 
@@ -55,13 +57,18 @@ def test_run_folder_has_logs_checkpoints_and_pictures(tiny_checkpoint):
         assert metric in header
 
 
-def test_resume_continues_from_checkpoint(tiny_checkpoint, tmp_path):
+def test_resume_into_a_new_folder_keeps_the_best_so_far(tiny_checkpoint, tmp_path):
     cfg = compose("train", tiny_demo_overrides(tmp_path) + ["logger=csv", "trainer.max_epochs=2",
                                                             f"ckpt_path={tiny_checkpoint}"])
     summary = train(cfg)
     ckpt = read_checkpoint(summary["last_checkpoint"])
     first = read_checkpoint(tiny_checkpoint)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 * first["global_step"]
+    # Another run folder than the checkpoint's: the best of epoch 0 still counts (Lightning alone forgets it).
+    before = json.loads((tiny_checkpoint.parents[1] / "summary.json").read_text())
+    assert summary["best_val_iou"] >= before["best_val_iou"]
+    if summary["best_val_iou"] == before["best_val_iou"]:
+        assert summary["best_checkpoint"] == before["best_checkpoint"]
 
 
 def _bad_cfg(tmp_path, *extra):
@@ -123,10 +130,15 @@ def _cli(args, cwd, timeout=600):
 
 def test_cli_runs_in_its_own_folder_and_bad_input_is_one_line(tmp_path):
     args = [a for a in tiny_demo_overrides(tmp_path) if not a.startswith("paths.output_dir")]  # Hydra's own folder
-    ok = _cli(args + ["trainer=debug"], tmp_path)
+    # Any Trainer argument is a key: no '+' needed.
+    ok = _cli(args + ["trainer=debug", "trainer.limit_val_batches=1", "trainer.gradient_clip_val=1.0"], tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / ".hydra" / "config.yaml").exists()
+    # The run log holds the INFO lines: Lightning's and the closing summary (also on the console, plainly).
+    run_log = (runs[0] / "train.log").read_text()
+    assert "[pytorch_lightning" in run_log and "[cropseg.train][INFO] - \ncropseg train: " in run_log
+    assert "cropseg train: " in ok.stdout and "[cropseg.train]" not in ok.stdout
     bad = _cli(["data=h5"], tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "error: data.root is required (e.g. data.root=...)"
@@ -148,3 +160,28 @@ def test_real_earth_engine_patches_train_with_overrides_only(tmp_path):
     model, card = load_cropland_model(ckpts[0])
     hp = read_checkpoint(ckpts[0])["hyper_parameters"]
     assert card.patch_size == 192 and hp["train_config"]["data"]["root"].endswith("seed-c2-test/data")
+
+
+def test_every_trainer_argument_is_a_key_with_lightnings_default(tmp_path):
+    import inspect
+
+    import pytorch_lightning as pl
+
+    cfg = compose("train", [f"paths.output_dir={tmp_path}", "trainer.limit_train_batches=2", "trainer.max_time=null"])
+    sig = inspect.signature(pl.Trainer.__init__).parameters
+    assert set(sig) - set(cfg.trainer) == {"self", "logger", "callbacks"}  # those come from their own groups
+    assert cfg.trainer.limit_train_batches == 2
+    ours = {"default_root_dir", "max_epochs", "accelerator", "devices", "precision", "log_every_n_steps",
+            "deterministic", "use_distributed_sampler", "num_sanity_val_steps", "limit_train_batches"}
+    for name, value in cfg.trainer.items():
+        if name not in ours:
+            assert value == sig[name].default, name
+
+
+def test_seed_c2_usage_line_works(tmp_path):
+    """The command in conf/experiment/seed_c2.yaml's header composes as written."""
+    line = next(ln for ln in (CONFIG_DIR / "experiment" / "seed_c2.yaml").read_text().splitlines()
+                if "python -m cropseg.train" in ln)
+    args = shlex.split(line.split("python -m cropseg.train", 1)[1].replace("[", "").replace("]", ""))
+    cfg = compose("train", args + [f"paths.output_dir={tmp_path}"])
+    assert cfg.data.root.endswith("seed-c2-test/data") and cfg.data.train_list.endswith("seed-c2-test/train.txt")

@@ -450,17 +450,20 @@ def _hydra_message(err: Exception) -> str:
 # --------------------------------------------------------------------------- Hydra entry points
 
 
-def hydra_main(config: str, hydra_func: Callable[[], Any], argv: list[str] | None = None) -> int:
+def hydra_main(config: str, hydra_func: Callable[[], Any], argv: list[str] | None = None,
+               rewrite: Callable[[list[str]], list[str]] | None = None) -> int:
     """Run a ``@hydra.main`` function as a cropseg command: group options checked first, the
     same error handling as every other command (wrap the task function with
-    ``report_user_errors`` too: Hydra catches what escapes it)."""
+    ``report_user_errors`` too: Hydra catches what escapes it). ``rewrite`` may turn the
+    arguments into others first (train: ``ckpt_path=<run>/last.ckpt`` → that run's overrides)."""
 
     @report_user_errors
     def run() -> int:
         args = list(sys.argv[1:] if argv is None else argv)
+        if rewrite is not None:
+            args = rewrite(args)
         check_group_overrides(config, args)
-        if argv is not None:
-            sys.argv = [sys.argv[0], *argv]
+        sys.argv = [sys.argv[0], *args]
         hydra_func()
         return 0
 

@@ -7,6 +7,7 @@ lets every bad value be reported by its config key.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +34,77 @@ def _sqlite_url(path: str) -> str:
     return f"sqlite:///{p}"
 
 
-def run_dirname(overrides: Any, max_len: int = 120) -> str:
-    """A short, safe folder name for a sweep job from its overrides (``model=unet,loss=jaccard``).
+def run_dirname(num: Any, overrides: Any, max_len: int = 60, fixed: Any = None) -> str:
+    """A sweep job's folder name, ``<n>_<short readable>`` (``3_model-unet_loss-bce_dice``).
 
-    Paths and where-to-write keys are left out (they are the same for every job and make
-    names too long for the file system); ``/`` cannot appear; long names are cut and hashed.
+    Only letters, digits and ``. _ + -`` appear, so that a checkpoint path copied from a sweep
+    can be given back as an override (``ckpt=...``) without Hydra quoting (``=`` and ``,`` would
+    need it). The name shows what differs between the jobs: overrides given as such on the
+    command line (``fixed``, default ``sys.argv``: the same for every job) are left out, and so
+    are paths and where-to-write keys; keys are shortened to their last part
+    (``optimizer.lr=0.001`` -> ``lr-0.001``); a long name is cut and hashed. The job number keeps
+    names unique; the full overrides stay in ``.hydra/``.
     """
     import hashlib
     import re
+    import sys
 
+    same = set(sys.argv[1:] if fixed is None else fixed)
     keep = []
     for o in list(overrides or []):
         key, _, value = str(o).lstrip("+~").partition("=")
-        if key.startswith(("paths.", "hydra.")) or key in {"seed", "ckpt_path", "init_from"} or "/" in value:
+        if str(o) in same or key.startswith(("paths.", "hydra.")) or key in {"seed", "ckpt_path", "init_from"} \
+                or "/" in value:
             continue
-        keep.append(f"{key}={value}")
-    name = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(keep))
+        keep.append(f"{key.rsplit('.', 1)[-1]}-{value}")
+    name = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9._+-]", "-", "_".join(keep))).strip("-_")
     if len(name) > max_len:
         name = name[: max_len - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
-    return name
+    return f"{num}_{name}" if name else str(num)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Run logs on the console as people read them: INFO lines as they are, others prefixed
+    (``warning: ...``). The run folder's log file keeps time, logger and level (conf/hydra/default.yaml)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+#: Trainer arguments that cropseg's own config groups provide (callbacks, logger).
+_TRAINER_FROM_GROUPS = ("self", "logger", "callbacks")
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """Every ``pytorch_lightning.Trainer`` argument with Lightning's own default.
+
+    Registered as the base of ``conf/trainer/default.yaml`` so that any Trainer argument can be
+    overridden on the command line (``trainer.limit_train_batches=2``) without Hydra's ``+``,
+    and follows the installed Lightning version.
+    """
+    import inspect
+
+    import pytorch_lightning as pl
+
+    out = {}
+    for name, p in inspect.signature(pl.Trainer.__init__).parameters.items():
+        if name in _TRAINER_FROM_GROUPS or p.kind is not p.KEYWORD_ONLY:
+            continue
+        default = p.default
+        if default is p.empty or not (default is None or isinstance(default, (bool, int, float, str))):
+            default = None
+        out[name] = default
+    return out
+
+
+def register_configs() -> None:
+    """Configs made in code (Hydra ConfigStore): the Trainer's arguments (``/lightning_trainer``)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    if "lightning_trainer.yaml" not in cs.repo:
+        cs.store(name="lightning_trainer", node=trainer_defaults())
 
 
 if not OmegaConf.has_resolver("cropseg_sqlite"):
@@ -69,6 +122,8 @@ def compose(config_name: str = "train", overrides: list[str] | None = None,
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    if config_name == "train":
+        register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []),
                              return_hydra_config=return_hydra_config)
@@ -98,7 +153,8 @@ def datamodule_from_config(data: dict[str, Any], seed: int = 0):
     bands = list(data["bands"])
     norm = normalization_from_config(data.get("normalization"), bands)
     return CroplandDataModule(
-        root=data.get("root"), store=data.get("store"), train_list=data.get("train_list"), val_list=data.get("val_list"), bands=bands,
+        root=data.get("root"), store=data.get("store"), train_list=data.get("train_list"), val_list=data.get("val_list"),
+        test_list=data.get("test_list"), bands=bands,
         normalization=norm, patch_size=data.get("patch_size", 192), crop_size=data.get("crop_size"),
         batch_size=data.get("batch_size", 8), num_workers=data.get("num_workers", 0),
         oversample=data.get("oversample", 0.5), epoch_length=data.get("epoch_length"),

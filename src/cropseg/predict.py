@@ -82,7 +82,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     for r in s["results"]:
         if r["status"] == "failed":
             lines.append(f"  failed: {r['scene']}")
-    print("\n".join(lines), flush=True)
+    log.info("\n".join(lines))  # the console (plainly) and the run folder's predict.log
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base="1.3")

@@ -139,13 +139,14 @@ def cmd_split(o: dict) -> int:
     index["GridID"] = [split_name(n)[0] for n in index["name"]]
     out = Path(o["out"])
     r = write_splits(index, out, k=o["k"], group=o["group"] == "grid", seed=o["seed"],
-                     oversample_strength=o["oversample"])
-    print(f"{o['k']} folds of {len(names)} patches ({'grid cells kept together' if o['group'] == 'grid' else 'not grouped'},"
+                     oversample_strength=o["oversample"], test_fraction=o["test"])
+    held = f"{r['test']} test patches held out -> {out}/test.txt; " if r["test"] else ""
+    print(f"{held}{o['k']} folds of {len(names) - r['test']} patches ({'grid cells kept together' if o['group'] == 'grid' else 'not grouped'},"
           f" stratified by class c, seed {o['seed']}) -> {out}/fold*/train.txt, val.txt; assignment in {out}/folds.csv")
     print(r["summary"].to_string(index=False))
     print(f"  train on fold 0: python -m cropseg.train data=h5 data.root={root} "
           f"data.train_list={out}/fold0/{'train_oversampled' if o['oversample'] is not None else 'train'}.txt "
-          f"data.val_list={out}/fold0/val.txt")
+          f"data.val_list={out}/fold0/val.txt" + (f" data.test_list={out}/test.txt" if r["test"] else ""))
     return 0
 
 

@@ -1,10 +1,11 @@
 """Compare training runs: ``cropseg runs summarize DIR [metric=val/iou] [out=PREFIX]``.
 
-Finds every run folder under DIR (a single run, a multirun sweep, an Optuna search or a
-whole ``logs/`` tree), reads its overrides (``.hydra/overrides.yaml``), its best
-validation metrics (``metrics.csv``, the epoch with the best ``metric``) and its best
-checkpoint (``summary.json``), and prints and writes one table, best run first:
-``DIR/runs_summary.csv`` and ``DIR/runs_summary.md``.
+Finds every training run folder under DIR (a single run, a multirun sweep, an Optuna search
+or a whole ``logs/`` tree), reads its overrides (``.hydra/overrides.yaml``), its best
+validation metrics (``metrics.csv``, the epoch with the best ``metric``), its test metrics
+and best checkpoint (``summary.json``), and prints and writes one table, best run first:
+``DIR/runs_summary.csv`` and ``DIR/runs_summary.md``. Folders of other tasks (predict) and
+runs that stopped before training (a bad config) are not training runs and are left out.
 """
 
 from __future__ import annotations
@@ -22,21 +23,38 @@ from cropseg.errors import UserError, choose
 from cropseg.io import ensure_output_file, write_text_atomic
 
 #: Overrides that say where, not what: left out of the table.
-HIDDEN_PREFIXES = ("paths.", "hydra.", "trainer.default_root_dir", "hparams_search")
+HIDDEN_PREFIXES = ("paths.", "hydra.", "trainer.default_root_dir", "hparams_search", "ckpt_path")
 VAL_METRICS = ("val/iou", "val/f1", "val/precision", "val/recall", "val/accuracy", "val/kappa", "val/loss")
+#: Held-out metrics of the best checkpoint (data.test_list), from summary.json.
+TEST_METRICS = ("test/iou", "test/f1", "test/precision", "test/recall", "test/accuracy", "test/kappa", "test/loss")
+
+
+def _task(run: Path) -> str | None:
+    f = run / ".hydra" / "config.yaml"
+    if not f.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(f.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    return cfg.get("task_name") if isinstance(cfg, dict) else None
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Run folders under ``root``: folders with ``summary.json``, ``metrics.csv`` or ``.hydra/overrides.yaml``."""
+    """Training run folders under ``root``: folders where training started (``summary.json``,
+    ``metrics.csv`` or ``checkpoints/*.ckpt``) whose config, if any, is a training task's.
+
+    A folder with only ``.hydra/`` stopped before training (a config error) and a predict run
+    has no metrics: neither is listed as an unfinished training run.
+    """
     found: set[Path] = set()
-    for name in ("summary.json", "metrics.csv", ".hydra/overrides.yaml"):
-        for f in root.rglob(name):
-            run = f.parent.parent if name.startswith(".hydra") else f.parent
+    for pattern in ("summary.json", "metrics.csv", "checkpoints/*.ckpt"):
+        for f in root.rglob(pattern):
+            run = f.parent.parent if pattern.startswith("checkpoints") else f.parent
             if ".pl_hydra" in str(run) or ".submitit" in run.parts:
                 continue
             found.add(run)
-    # A sweep folder's own multirun.yaml is not a run; a run only with .hydra and nothing else failed early.
-    return sorted(found)
+    return sorted(r for r in found if _task(r) in (None, "train"))
 
 
 def _read_overrides(run: Path) -> list[str]:
@@ -85,6 +103,7 @@ def describe_run(run: Path, metric: str = "val/iou", mode: str = "max") -> dict[
     csvs = [run / "metrics.csv"] + sorted(run.glob("*/metrics.csv"))
     best = next((b for b in (_best_epoch(c, metric, mode) for c in csvs if c.is_file()) if b), {})
     row.update(best)
+    row.update({m: summary[m] for m in TEST_METRICS if summary.get(m) is not None})
     if metric not in row and summary.get(metric) is not None:
         row[metric] = summary[metric]
     if metric == "val/iou" and summary.get("best_val_iou") is not None:
@@ -106,7 +125,8 @@ def summarize(root: str | Path, metric: str = "val/iou", mode: str | None = None
     mode = mode or ("min" if metric.endswith("loss") else "max")
     runs = find_runs(root)
     if not runs:
-        raise UserError(f"{root}: no training runs found (no summary.json, metrics.csv or .hydra/overrides.yaml below it)")
+        raise UserError(f"{root}: no training runs found (no summary.json, metrics.csv or checkpoints/ of a "
+                        "training run below it)")
     rows = [describe_run(r, metric, mode) for r in runs]
     df = pd.DataFrame(rows)
     if metric not in df:
@@ -115,7 +135,7 @@ def summarize(root: str | Path, metric: str = "val/iou", mode: str | None = None
     # Columns: rank, the overrides that vary, the metrics, then where things are.
     swept = [c for c in df.columns if c.startswith("=")]
     varying = [c for c in swept if df[c].astype(str).nunique(dropna=False) > 1] or swept
-    metrics = [metric] + [m for m in VAL_METRICS if m in df and m != metric]
+    metrics = [metric] + [m for m in (*VAL_METRICS, *TEST_METRICS) if m in df and m != metric]
     rest = [c for c in ("best_epoch", "epochs", "seconds", "status", "overrides", "best_checkpoint", "run") if c in df]
     df.insert(0, "rank", range(1, len(df) + 1))
     df = df[["rank", *varying, *metrics, *rest]].rename(columns={c: c[1:] for c in varying})

@@ -117,6 +117,7 @@ class CroplandDataModule(pl.LightningDataModule):
         pin_memory: bool | str = False,
         persistent_workers: bool = True,
         store: str | None = None,
+        test_list: str | None = None,
     ) -> None:
         super().__init__()
         if root is None and store is None:
@@ -124,7 +125,7 @@ class CroplandDataModule(pl.LightningDataModule):
         self.store_path = Path(store) if store is not None else None
         self.store = None  # the opened PackedStore, in setup
         self.root = Path(root) if root is not None and store is None else self.store_path
-        self.train_list, self.val_list = train_list, val_list
+        self.train_list, self.val_list, self.test_list = train_list, val_list, test_list
         self.bands = tuple(bands)
         self.norm = normalization or Normalization.default(self.bands)
         self.spec = InputSpec.build(self.bands, self.norm)  # what the model stores and prediction repeats
@@ -198,9 +199,10 @@ class CroplandDataModule(pl.LightningDataModule):
             raise UserError(f"data.root={self.root}: folder not found")
         train = self._names(self.train_list, "train_list")
         val = self._names(self.val_list, "val_list")
+        test = self._names(self.test_list, "test_list")
         if self.train_list is None:
             every = self.store.names if self.store is not None else list_patches(self.root)
-            in_val = set(val)
+            in_val = set(val) | set(test)
             everything = [n for n in every if n not in in_val]
             rng = np.random.default_rng(self.seed)
             if self.val_list is None:
@@ -212,15 +214,22 @@ class CroplandDataModule(pl.LightningDataModule):
         if not train:
             raise UserError(f"data.train_list={self.train_list or '(all patches)'}: the training set is empty "
                             f"(root {self.root})")
+        shared = sorted(set(test) & (set(train) | set(val)))
+        if shared:
+            raise UserError(f"data.test_list={self.test_list}: {len(shared)} patch(es) also in the training or validation "
+                            f"list ({', '.join(shared[:3])}); a test score needs patches never trained on or used to "
+                            "choose the checkpoint")
         if self.store is not None:  # the index travels inside the store
-            df = self.store.index.set_index("name", drop=False).loc[train + val].drop(columns="row")
+            df = self.store.index.set_index("name", drop=False).loc[train + val + test].drop(columns="row")
             df = df.reset_index(drop=True)
         else:
-            df = build_index(self.root, train + val, cache=self.index_cache, workers=min(4, os.cpu_count() or 1),
-                             progress=len(train) + len(val) > 500)
+            df = build_index(self.root, train + val + test, cache=self.index_cache, workers=min(4, os.cpu_count() or 1),
+                             progress=len(train) + len(val) + len(test) > 500)
         self._check(df, "train")
+        n_tv = len(train) + len(val)
         self.index = {"train": df.iloc[: len(train)].reset_index(drop=True),
-                      "val": df.iloc[len(train):].reset_index(drop=True)}
+                      "val": df.iloc[len(train):n_tv].reset_index(drop=True),
+                      "test": df.iloc[n_tv:].reset_index(drop=True)}
         on_worker = None if self.augment_on_device else self.augment_cfg
         if self.store is not None:
             from .store import StoreDataset
@@ -230,11 +239,14 @@ class CroplandDataModule(pl.LightningDataModule):
             self.train_set = StoreDataset(self.store, train, self.bands, self.norm, self.crop_size, on_worker, self.seed,
                                           raw=self.augment_on_device)
             self.val_set = StoreDataset(self.store, val, self.bands, self.norm)
+            self.test_set = StoreDataset(self.store, test, self.bands, self.norm)
             return
         self.train_set = PatchDataset(self.root, train, self.bands, self.norm,
                                       [b.split(",") for b in self.index["train"].bands], self.crop_size, on_worker, self.seed)
         self.val_set = PatchDataset(self.root, val, self.bands, self.norm,
                                     [b.split(",") for b in self.index["val"].bands])
+        self.test_set = PatchDataset(self.root, test, self.bands, self.norm,
+                                     [b.split(",") for b in self.index["test"].bands])
 
     def _check_store(self) -> None:
         """A store built for other bands or another patch size than the config: one clear line."""
@@ -265,6 +277,12 @@ class CroplandDataModule(pl.LightningDataModule):
         if len(self.val_set) == 0:
             return []  # type: ignore[return-value]
         return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The held-out test list (``data.test_list``), tested once after fit on the best checkpoint."""
+        if len(getattr(self, "test_set", [])) == 0:
+            return []  # type: ignore[return-value]
+        return self._loader(self.test_set, shuffle=False)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return self.device_transforms(batch, training=self.trainer is not None and self.trainer.training)

@@ -1,8 +1,11 @@
-"""K-fold train/validation lists: shuffled, stratified by class c, optionally grouped by grid cell.
+"""K-fold train/validation lists and a held-out test list: shuffled, stratified by class c,
+optionally grouped by grid cell.
 
 Neighbouring patches of one grid cell are alike; with some in training and some in
 validation the validation score is inflated. ``group=grid`` keeps every grid cell in one
-fold (spatial cross-validation). Oversampled training lists repeat patches of rare
+fold (spatial cross-validation), and the test list is made of whole grid cells too. The
+validation folds choose the checkpoint; the test list, never seen in training or in that
+choice, gives the score to report. Oversampled training lists repeat patches of rare
 classes, as the original workflow's materialized lists did (the training sampler does the
 same on the fly without them).
 """
@@ -95,9 +98,27 @@ def oversample(names: Sequence[str], classes: Sequence[int], strength: float = 1
     return out
 
 
+def hold_out(names: Sequence[str], classes: Sequence[int], fraction: float, groups: Sequence[str] | None = None,
+             seed: int = 0) -> np.ndarray:
+    """A boolean mask of about ``fraction`` of the patches for a test list: stratified by class, whole
+    groups (grid cells) when ``groups`` is given — one fold of ``round(1 / fraction)`` as :func:`assign_folds` makes."""
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"test={fraction}: must be in (0, 1) (0 writes no test list)")
+    k = max(2, round(1.0 / fraction))
+    if groups is not None and len(set(groups)) < k:
+        raise UserError(f"test={fraction}: one grid cell in {k} is held out, but there are only {len(set(groups))} "
+                        f"grid cells; give a larger fraction (test={1 / len(set(groups)):.2g} or more) or group=none")
+    try:
+        folds = assign_folds(names, classes, k, groups, seed)
+    except UserError as err:
+        raise UserError(f"test={fraction}: {err}") from None
+    return folds == 0
+
+
 def write_splits(table: pd.DataFrame, out: str | Path, k: int = 5, group: bool = True, seed: int = 0,
-                 oversample_strength: float | None = None) -> dict:
-    """Write ``out/folds.csv`` and ``out/fold{i}/train.txt``, ``val.txt`` (and ``train_oversampled.txt``).
+                 oversample_strength: float | None = None, test_fraction: float = 0.0) -> dict:
+    """Write ``out/folds.csv`` and ``out/fold{i}/train.txt``, ``val.txt`` (and ``train_oversampled.txt``);
+    with ``test_fraction`` first hold out ``out/test.txt`` (fold -1 in folds.csv), which no fold uses.
 
     ``table`` needs columns ``name``, ``c`` and (when grouping) ``GridID``.
     """
@@ -105,7 +126,13 @@ def write_splits(table: pd.DataFrame, out: str | Path, k: int = 5, group: bool =
     names = table["name"].astype(str).tolist()
     classes = table["c"].astype(int).to_numpy()
     groups = table["GridID"].astype(str).tolist() if group else None
-    folds = assign_folds(names, classes, k, groups, seed)
+    test = np.zeros(len(names), dtype=bool)
+    if test_fraction:
+        test = hold_out(names, classes, test_fraction, groups, seed)
+    rest = np.flatnonzero(~test)
+    folds = np.full(len(names), -1, dtype=np.int64)
+    folds[rest] = assign_folds([names[i] for i in rest], classes[rest], k,
+                               [groups[i] for i in rest] if groups is not None else None, seed)
     df = pd.DataFrame({"name": names, "GridID": table["GridID"].astype(str) if "GridID" in table else "",
                        "c": classes, "fold": folds})
     from cropseg.io import atomic_path
@@ -113,10 +140,14 @@ def write_splits(table: pd.DataFrame, out: str | Path, k: int = 5, group: bool =
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "folds.csv") as tmp:
         df.to_csv(tmp, index=False)
+    if test.any():
+        write_list(out / "test.txt", df.loc[test, "name"].tolist())
+    else:
+        (out / "test.txt").unlink(missing_ok=True)  # a test list of an earlier split would overlap these folds
     summary = []
     for f in range(k):
         val = df.loc[df.fold == f, "name"].tolist()
-        train_df = df.loc[df.fold != f]
+        train_df = df.loc[(df.fold != f) & (df.fold >= 0)]
         train = train_df["name"].tolist()
         d = out / f"fold{f}"
         write_list(d / "train.txt", train)
@@ -127,5 +158,7 @@ def write_splits(table: pd.DataFrame, out: str | Path, k: int = 5, group: bool =
             over = oversample(train, train_df["c"].to_numpy(), oversample_strength, seed + f)
             write_list(d / "train_oversampled.txt", over)
             row["train_oversampled"] = len(over)
+        if test.any():
+            row["test"] = int(test.sum())
         summary.append(row)
-    return {"folds": df, "summary": pd.DataFrame(summary), "out": out}
+    return {"folds": df, "summary": pd.DataFrame(summary), "out": out, "test": int(test.sum())}

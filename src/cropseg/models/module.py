@@ -68,6 +68,7 @@ class SegmentationModule(pl.LightningModule):
         self.loss_fn = CombinedLoss(loss)
         self.train_metrics = metric_collection("train/", threshold)
         self.val_metrics = metric_collection("val/", threshold)
+        self.test_metrics = metric_collection("test/", threshold)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -125,6 +126,13 @@ class SegmentationModule(pl.LightningModule):
         self.log_dict(values, sync_dist=True)
         self.log("val/iou", iou, prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        self.test_metrics.reset()
 
     def configure_optimizers(self) -> Any:
         opt_cfg = dict(self.hparams.optimizer)
