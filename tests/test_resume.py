@@ -17,7 +17,8 @@ import pytorch_lightning as pl
 
 from cropseg.config import compose
 from cropseg.data.patches import read_list, write_list
-from cropseg.models.checkpoint import load_model, read_checkpoint
+from cropseg.models.checkpoint import read_checkpoint
+from cropseg.models.module import SegmentationModule
 from cropseg.train import train
 
 from conftest import tiny_demo_overrides, tiny_overrides
@@ -49,11 +50,12 @@ SMALL = ["model.encoder=tu-mobilenetv3_small_050", "+model.arch_kwargs.decoder_c
 
 
 def _args(tmp, *extra):
-    # No augmentation: the resumed epochs then draw exactly what the uninterrupted run's drew (the sampler
-    # depends on (seed, epoch) only), so the two trainings can be compared number for number.
+    # Augmentation on: samples and their crops and augmentations depend on (seed, epoch, rank, position) only
+    # (cropseg.data.sampler.Draw), so the resumed epochs draw exactly what the uninterrupted run's drew and
+    # the two trainings can be compared number for number.
     return [a for a in tiny_demo_overrides(tmp, size=32) if not a.startswith("paths.output_dir")] + SMALL + [
         "logger=csv", "callbacks.previews=null", "callbacks.curves=null", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "data.augment.enabled=false", "+callbacks.kill._target_=test_resume.KillAt",
+        "trainer.enable_model_summary=false", "+callbacks.kill._target_=test_resume.KillAt",
         *extra]
 
 
@@ -143,7 +145,7 @@ def test_last_checkpoint_every_epoch_best_apart_and_best_tested_on_held_out_list
     dm = datamodule_from_config(to_container(cfg)["data"])
     dm.setup()
     again = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
-        load_model(summary["best_checkpoint"]), dataloaders=dm.test_dataloader(), verbose=False)[0]
+        SegmentationModule.from_checkpoint(summary["best_checkpoint"]), dataloaders=dm.test_dataloader(), verbose=False)[0]
     assert summary["test/iou"] == pytest.approx(again["test/iou"], abs=1e-6)
 
     from cropseg.runs import main as runs_main

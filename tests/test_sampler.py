@@ -76,3 +76,27 @@ def test_fewer_patches_than_ranks_is_a_user_error():
 
     with pytest.raises(UserError, match="1 training patch.*cannot be shared by 2 processes"):
         StratifiedSampler([0], 0.5, num_replicas=2, rank=0)
+
+
+def test_augmented_samples_depend_on_the_draw_not_on_the_worker(demo_root):
+    """Crops and augmentations are seeded by (seed, epoch, rank, position): the same batches from 0 or 2
+    workers, and again when the epoch is drawn anew (a resumed training sees what the first one saw)."""
+    import torch
+
+    from cropseg.data.datamodule import CroplandDataModule
+    from cropseg.data.transforms import AugmentConfig
+
+    def batches(workers):
+        dm = CroplandDataModule(root=str(demo_root / "data"), train_list=str(demo_root / "train.txt"),
+                                val_list=str(demo_root / "val.txt"), patch_size=64, crop_size=48, batch_size=4,
+                                num_workers=workers, oversample=1.0, epoch_length=12, augment=AugmentConfig(),
+                                augment_on_device=False, seed=3)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(2)
+        return [(b["image"], b["name"], b["key"]) for b in loader]
+
+    one, two = batches(0), batches(2)
+    assert len(one) == 3
+    for (xa, na, ka), (xb, nb, kb) in zip(one, two):
+        assert na == nb and torch.equal(ka, kb) and torch.equal(xa, xb)

@@ -256,6 +256,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = plain.get("ckpt_path")
     if init_from and ckpt_path:
         raise UserError("init_from and ckpt_path both given: ckpt_path resumes a run, init_from starts a new one")
+    if str(plain.get("optimized_metric", "")).startswith("test/"):
+        raise UserError(f"optimized_metric={plain['optimized_metric']}: choosing by the test list makes it a second "
+                        "validation list and its score optimistic; optimize a val/ metric and read test/ in the results")
     resume = read_checkpoint(ckpt_path) if ckpt_path else None  # a missing or foreign file: one line, now
     pl.seed_everything(plain["seed"], workers=True, verbose=False)
     dm = datamodule_from_config(plain["data"], seed=plain["seed"])
@@ -318,8 +321,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test = {k: float(v) for k, v in (results[0] if results else {}).items()}
         log.info("test: %s on %d patches: %s", tested or "the last weights", len(dm.test_set),
                  ", ".join(f"{k} {v:.4f}" for k, v in test.items() if not k.startswith("test/loss_")))
-        if metric in test:
-            value = test[metric]
     val = dm.index.get("val")
     baseline = None
     if val is not None and len(val):

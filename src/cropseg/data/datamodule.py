@@ -72,11 +72,17 @@ class PatchDataset(Dataset):
         return image, label
 
     def generator(self, i: int) -> torch.Generator:
-        """The random draws (crop, augmentation) of this read of patch ``i``."""
-        # torch.initial_seed() differs per DataLoader worker yet is fixed by the run's seed: reproducible draws.
-        g = torch.Generator().manual_seed(hash((self.seed, torch.initial_seed(), i, self._calls)) & 0x7FFFFFFF)
-        self._calls += 1
-        return g
+        """The random draws (crop, augmentation) of this read of patch ``i``.
+
+        The training sampler's indices carry their own key (cropseg.data.sampler.Draw): the draws
+        then depend on (seed, epoch, rank, position) only — not on the worker, not on a resume.
+        A plain index (someone iterating the dataset) gets fresh draws from a per-worker counter.
+        """
+        key = getattr(i, "key", None)
+        if key is None:
+            key = hash((torch.initial_seed(), int(i), self._calls))
+            self._calls += 1
+        return torch.Generator().manual_seed(hash((self.seed, key)) & 0x7FFFFFFF)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, label = self.load(i)
@@ -88,7 +94,15 @@ class PatchDataset(Dataset):
             if self.augment_cfg:
                 xb, yb = augment(x[None], y[None], self.augment_cfg, g)
                 x, y = xb[0], yb[0]
-        return {"image": x.contiguous(), "mask": y.contiguous(), "name": self.names[i]}
+        return self.item(i, {"image": x.contiguous(), "mask": y.contiguous()})
+
+    def item(self, i: int, arrays: dict[str, Any]) -> dict[str, Any]:
+        """``arrays`` with the patch name and, for a training draw, its key (seeds the batch's augmentation
+        on the device)."""
+        arrays["name"] = self.names[i]
+        if getattr(i, "key", None) is not None:
+            arrays["key"] = i.key
+        return arrays
 
 
 class CroplandDataModule(pl.LightningDataModule):
@@ -284,6 +298,12 @@ class CroplandDataModule(pl.LightningDataModule):
             return []  # type: ignore[return-value]
         return self._loader(self.test_set, shuffle=False)
 
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        keys = batch.pop("key", None)
+        if keys is not None:  # one seed per batch from its draws' keys, on the CPU: no sync later
+            batch["augment_seed"] = hash((self.seed, *keys.tolist())) & 0x7FFF_FFFF
+        return batch
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return self.device_transforms(batch, training=self.trainer is not None and self.trainer.training)
 
@@ -292,6 +312,9 @@ class CroplandDataModule(pl.LightningDataModule):
         finishing raw store batches (normalization, nodata mask), then batched augmentation."""
         if "image16" in batch:
             batch = self.train_set.finish_batch(batch)
+        seed = batch.pop("augment_seed", None)
         if training and self.augment_on_device and self.augment_cfg:
-            batch["image"], batch["mask"] = augment(batch["image"], batch["mask"], self.augment_cfg, self._gen)
+            # Seeded by the batch's draws (seed, epoch, rank, positions): a resumed run augments alike.
+            g = torch.Generator().manual_seed(seed) if seed is not None else self._gen
+            batch["image"], batch["mask"] = augment(batch["image"], batch["mask"], self.augment_cfg, g)
         return batch

@@ -33,6 +33,25 @@ def class_weights(classes: Sequence[int], strength: float) -> np.ndarray:
     return w / w.sum()
 
 
+class Draw(int):
+    """A patch index that carries the seed of its random crop and augmentation.
+
+    The key depends on (seed, epoch, rank, position in the epoch) only, so a sample is cut and
+    augmented alike whichever DataLoader worker reads it, and a resumed training draws what
+    the uninterrupted one drew. It is an ``int`` for everything else (indexing, printing).
+    """
+
+    key: int
+
+    def __new__(cls, index: int, key: int) -> "Draw":
+        obj = super().__new__(cls, index)
+        obj.key = key
+        return obj
+
+    def __reduce__(self):  # to DataLoader workers with its key
+        return Draw, (int(self), self.key)
+
+
 class StratifiedSampler(Sampler[int]):
     """Oversampling sampler, deterministic per (seed, epoch), with disjoint per-rank shares under DDP."""
 
@@ -103,7 +122,8 @@ class StratifiedSampler(Sampler[int]):
         return share[draws.numpy()]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
+        where = (self.seed, self.epoch, self.rank)
+        return iter([Draw(i, hash((*where, k)) & 0x7FFF_FFFF) for k, i in enumerate(self.indices().tolist())])
 
     def __len__(self) -> int:
         return self.per_rank

@@ -214,8 +214,7 @@ class StoreDataset(PatchDataset):
         item: dict[str, Any] = {arr: torch.from_numpy(a[arr][row][(slice(None), *window)][self.raw_channels[arr]])
                                 for arr in ("image16", "image32")}
         item["label8"] = torch.from_numpy(np.ascontiguousarray(a["label"][row][(slice(None), *window)]))
-        item["name"] = self.names[i]
-        return item
+        return self.item(i, item)
 
     def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A batch of raw items (on any device) → what a batch of finished items holds: the network

@@ -7,6 +7,8 @@ it without Lightning (cropseg.models.checkpoint.load_cropland_model).
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any, Mapping
 
 import pytorch_lightning as pl
@@ -80,6 +82,19 @@ class SegmentationModule(pl.LightningModule):
     @property
     def threshold(self) -> float:
         return float(self.hparams.threshold)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "SegmentationModule":
+        """The LightningModule of a checkpoint of any format (for ``Trainer.test``/``validate``);
+        its hyperparameters come through cropseg.models.checkpoint.upgrade, so old ones load."""
+        from .checkpoint import read_checkpoint
+
+        ckpt = read_checkpoint(path)
+        hp = dict(ckpt["hyper_parameters"], encoder_weights=None)  # the weights come from the checkpoint
+        known = inspect.signature(cls.__init__).parameters
+        module = cls(**{k: v for k, v in hp.items() if k in known})
+        module.load_state_dict(ckpt["state_dict"])
+        return module.eval()
 
     def cropland_model(self) -> CroplandModel:
         """Raw bands → probability with this network: what prediction and export run."""
