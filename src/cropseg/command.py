@@ -378,14 +378,7 @@ class Command:
 
     @property
     def main(self) -> Callable[[list[str] | None], int]:
-        """An entry point ``main(argv=None)`` wrapped for user errors, Ctrl-C and closed pipes."""
-
-        @report_user_errors
-        def main(argv: list[str] | None = None) -> int:
-            return self(list(sys.argv[1:] if argv is None else argv))
-
-        main.__doc__ = self.summary
-        return main
+        return _entry_point(self)
 
 
 @dataclass(frozen=True)
@@ -429,12 +422,18 @@ class Group:
 
     @property
     def main(self) -> Callable[[list[str] | None], int]:
-        @report_user_errors
-        def main(argv: list[str] | None = None) -> int:
-            return self(list(sys.argv[1:] if argv is None else argv))
+        return _entry_point(self)
 
-        main.__doc__ = self.summary
-        return main
+
+def _entry_point(command: Command | Group) -> Callable[[list[str] | None], int]:
+    """An entry point ``main(argv=None)`` wrapped for user errors, Ctrl-C and closed pipes."""
+
+    @report_user_errors
+    def main(argv: list[str] | None = None) -> int:
+        return command(list(sys.argv[1:] if argv is None else argv))
+
+    main.__doc__ = command.summary
+    return main
 
 
 def _hydra_message(err: Exception) -> str:

@@ -32,7 +32,7 @@ from tfrecord.writer import TFRecordWriter
 
 from cropseg.bands import DEFAULT_BANDS, LABEL_BAND
 from cropseg.errors import UserError
-from cropseg.io import atomic_path
+from cropseg.io import atomic_path, process_alive
 
 from .patches import patch_name, patch_path, read_attrs, write_patch
 
@@ -520,18 +520,8 @@ def _remove_stale_claims(out: Path) -> None:
 
     for folder in out.glob(f"{CLAIMS_PREFIX}*"):
         pid = folder.name[len(CLAIMS_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def convert_many(files: Sequence[str | Path], out: str | Path, spec: ConvertSpec, workers: int = 0,

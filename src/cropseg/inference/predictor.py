@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from cropseg.errors import UserError
+from cropseg.io import process_alive
 from cropseg.maps import OUTPUT_PATTERN, encode, encoding_tags, scene_year
 
 from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced, check_units, finish_output,
@@ -459,20 +460,10 @@ def remove_stale_temporaries(output: Path) -> None:
     for tmp in output.parent.glob(f".{output.name}.*.tmp*"):
         m = re.match(rf"\.{re.escape(output.name)}\.(\d+)-", tmp.name)
         pid = int(m.group(1)) if m else None
-        if pid is not None and pid != os.getpid() and _alive(pid):
+        if pid is not None and pid != os.getpid() and process_alive(pid):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- many scenes --------------------------------------------------------------------------------
