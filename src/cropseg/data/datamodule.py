@@ -66,9 +66,8 @@ class PatchDataset(Dataset):
         contract: nodata pixels become 0 after normalization); the float32 (1, H, W) ``label`` gets
         IGNORE where the image or the label has no data (also in place)."""
         nodata = self.preprocess.finish_(torch.from_numpy(image)[None])[0, 0].numpy()
-        ignore = nodata | ~label_valid
-        if ignore.any():
-            label[0, ignore] = IGNORE
+        if nodata.any() or not label_valid.all():
+            label[0, nodata | ~label_valid] = IGNORE
         return image, label
 
     def generator(self, i: int) -> torch.Generator:
