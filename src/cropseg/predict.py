@@ -27,7 +27,7 @@ log = logging.getLogger("cropseg.predict")
 SETTING_KEYS = ("window", "stride", "overlap", "margin", "blending", "padding", "batch_size", "device", "precision",
                 "threshold", "class_band", "overviews", "cog", "fill", "band_map", "extra_bands", "assume_order",
                 "band_scale", "band_offset",
-                "skip_empty", "progress")
+                "skip_empty", "progress", "tta")
 
 
 def predict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from cropseg.maps import OUTPUT_PATTERN, encode, encoding_tags, scene_year
 
 from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced, finish_output, open_raster,
                      output_profile, plan_bands)
+from .tta import check_mode, with_tta
 from .windows import WindowGrid, blend_weights, resolve_stride
 
 GDAL_CACHE_MB = 64
@@ -67,12 +68,14 @@ class PredictSettings:
     band_offset: dict[str, Any] = field(default_factory=dict)
     skip_empty: bool = True
     progress: bool | None = None  # None: a bar when stderr is a terminal
+    tta: str = "none"  # test-time augmentation: none | hflip | flips | d4 (cropseg.inference.tta)
 
     def __post_init__(self) -> None:
         if self.padding not in ("reflect", "constant"):
             raise UserError(f"padding={self.padding!r} is not known; choose one of: reflect, constant")
         if int(self.batch_size) < 1:
             raise UserError(f"batch_size={self.batch_size}: must be >= 1")
+        check_mode(self.tta)
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -97,11 +100,12 @@ class Runner:
     """Calls a network on batches of normalized windows and returns probabilities (N, h, w) float32.
 
     ``fn`` maps a float tensor (N, C, h, w) to probabilities or (``logits=True``) logits
-    of shape (N, 1, h, w).
+    of shape (N, 1, h, w). ``tta``: average the probabilities of flipped/rotated views
+    (``cropseg.inference.tta``; each view is one more pass of ``fn``).
     """
 
     def __init__(self, fn: Callable, device: Any = "cpu", precision: str = "auto", logits: bool = False,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, tta: str = "none"):
         import torch
 
         self.fn = fn
@@ -114,9 +118,10 @@ class Runner:
         self.precision = precision
         self.logits = logits
         self.channels_last = cuda if channels_last is None else channels_last
+        self.tta = check_mode(tta)
 
     @classmethod
-    def from_module(cls, module, device: Any = "cpu", precision: str = "auto") -> "Runner":
+    def from_module(cls, module, device: Any = "cpu", precision: str = "auto", tta: str = "none") -> "Runner":
         import torch
 
         module = module.to(device).eval()
@@ -128,7 +133,13 @@ class Runner:
         def fn(x):
             return module.net(x).float() / temperature
 
-        return cls(fn, device, precision, logits=True)
+        return cls(fn, device, precision, logits=True, tta=tta)
+
+    def _proba(self, x):
+        import torch
+
+        y = self.fn(x).float()
+        return torch.sigmoid(y) if self.logits else y
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -142,11 +153,8 @@ class Runner:
         with torch.inference_mode():
             ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
             with ctx:
-                y = self.fn(x)
-            y = y.float()
-            if self.logits:
-                y = torch.sigmoid(y)
-            return y[:, 0].cpu().numpy()
+                y = with_tta(self._proba, self.tta)(x)
+            return y.float()[:, 0].cpu().numpy()
 
 
 @dataclass
@@ -162,14 +170,14 @@ class ModelInfo:
     description: str
 
 
-def load_checkpoint_model(path: str | Path, device: str = "auto", precision: str = "auto") -> ModelInfo:
+def load_checkpoint_model(path: str | Path, device: str = "auto", precision: str = "auto", tta: str = "none") -> ModelInfo:
     from cropseg.models.checkpoint import load_model
 
     dev = pick_device(device)
     module = load_model(path, map_location="cpu")
     hp = module.hparams
     return ModelInfo(
-        runner=Runner.from_module(module, dev, precision), bands=list(hp["bands"]), normalization=module.normalization,
+        runner=Runner.from_module(module, dev, precision, tta), bands=list(hp["bands"]), normalization=module.normalization,
         patch_size=int(hp["patch_size"]), threshold=float(hp["threshold"]), name=Path(path).name,
         description=f"{hp['arch']}-{hp['encoder']} ({Path(path).name})",
     )
@@ -413,7 +421,7 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
             "bands": ",".join(model.bands), "band_sources": "; ".join(f"{k}={v}" for k, v in plan.describe().items()),
             "threshold": threshold, **encoding_tags(),
             "window": window, "stride": stride, "margin": grid.margin, "blending": settings.blending,
-            "padding": settings.padding, "source": scene.name,
+            "padding": settings.padding, "tta": settings.tta, "source": scene.name,
         }
         descriptions = ["cropland_probability"] + (["cropland_class"] if settings.class_band else [])
         profile = output_profile(src, settings.class_band)
@@ -585,7 +593,7 @@ def predict_many(scenes: Sequence[Path], output: str | Path, settings: PredictSe
             else:
                 path = checkpoint_for(scene, ckpt, models)
                 if path not in loaded:
-                    loaded[path] = load_checkpoint_model(path, settings.device, settings.precision)
+                    loaded[path] = load_checkpoint_model(path, settings.device, settings.precision, settings.tta)
                 res = predict_scene(scene, target, loaded[path], settings, overwrite)
         except UserError as err:
             if models is None and ckpt and ckpt not in loaded and str(err).startswith(f"{ckpt}:"):
