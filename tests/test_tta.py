@@ -7,10 +7,12 @@ import pytest
 import rasterio
 import torch
 
+from cropseg.config import compose
 from cropseg.data.demo_scene import write_demo_scene
 from cropseg.errors import UserError
-from cropseg.inference.predictor import PredictSettings, Runner, load_checkpoint_model, predict_scene
+from cropseg.inference.predictor import PredictSettings, Runner
 from cropseg.inference.tta import MODES, views, with_tta
+from cropseg.predict import predict
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -60,16 +62,22 @@ def test_unknown_mode_names_the_setting():
 
 
 def test_prediction_with_tta_from_a_checkpoint(tiny_checkpoint, tmp_path):
-    """tta=d4 through the whole tiled prediction: a map like the plain one (same model, mostly the same
-    classes), not the same numbers (the views were run), and the setting recorded in the map's tags."""
+    """tta=d4 through conf/predict.yaml and the whole tiled prediction: a map like the plain one (same
+    model, mostly the same probabilities), not the same numbers (the views were run), and the setting
+    recorded in the map's tags; an unknown mode is one line naming the key."""
     scene = write_demo_scene(tmp_path / "2015_7.tif", 96, 128, seed=5, year=2015)
-    maps = {}
-    for mode in ("none", "d4"):
-        model = load_checkpoint_model(tiny_checkpoint, "cpu", tta=mode)
+
+    def run(mode: str) -> np.ndarray:
         out = tmp_path / f"{mode}.tif"
-        assert predict_scene(scene, out, model, PredictSettings(tta=mode)).status == "done"
+        summary = predict(compose("predict", [f"ckpt={tiny_checkpoint}", f"input={scene}", f"output={out}",
+                                              f"paths.output_dir={tmp_path}", "device=cpu", f"tta={mode}"]))
+        assert summary["done"] == 1
         with rasterio.open(out) as src:
-            maps[mode] = src.read(1).astype(int)
             assert src.tags()["tta"] == mode
-    assert not np.array_equal(maps["none"], maps["d4"])
-    assert np.mean(np.abs(maps["none"] - maps["d4"])) < 20  # probability DN 0..200: the same map, smoothed
+            return src.read(1).astype(int)
+
+    plain, d4 = run("none"), run("d4")
+    assert not np.array_equal(plain, d4)
+    assert np.mean(np.abs(plain - d4)) < 20  # probability DN 0..200: the same map, smoothed
+    with pytest.raises(UserError, match="tta='spin' is not known"):
+        run("spin")
