@@ -29,7 +29,7 @@ log = logging.getLogger("cropseg.predict")
 SETTING_KEYS = ("window", "stride", "overlap", "margin", "blending", "padding", "batch_size", "device", "precision",
                 "threshold", "class_band", "overviews", "cog", "band_map", "extra_bands", "assume_order",
                 "band_scale", "band_offset", "sensor", "check_units",
-                "skip_empty", "quicklook", "progress")
+                "skip_empty", "quicklook", "progress", "tta")
 
 
 def predict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from cropseg.maps import OUTPUT_PATTERN, encode, encoding_tags, scene_year
 from .raster import (RASTER_SUFFIXES, MapWriter, SceneReader, check_georeferenced, check_units, finish_output,
                      open_raster, output_profile, plan_bands)
 from .quicklook import write_map_quicklook
+from .tta import check_mode, with_tta
 from .windows import WindowGrid, blend_weights, resolve_stride
 
 GDAL_CACHE_MB = 64
@@ -71,6 +72,7 @@ class PredictSettings:
     skip_empty: bool = True
     quicklook: bool = True  # {stem}_cropland.png beside each map (cropseg.inference.quicklook)
     progress: bool | None = None  # None: a bar when stderr is a terminal
+    tta: str = "none"  # test-time augmentation: none | hflip | flips | d4 (cropseg.inference.tta)
 
     def __post_init__(self) -> None:
         if self.padding not in ("reflect", "constant"):
@@ -83,6 +85,7 @@ class PredictSettings:
             self.sensor = resolve_sensor(self.sensor)
         else:
             self.sensor = None
+        check_mode(self.tta)
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -108,10 +111,13 @@ class Runner:
 
     ``fn`` maps a float tensor of raw bands (N, C, h, w), NaN = nodata, to probabilities
     (N, 1, h, w): a :class:`cropseg.models.network.CroplandModel`, which owns normalization,
-    the nodata rule, temperature and sigmoid (the same module export writes out).
+    the nodata rule, temperature and sigmoid (the same module export writes out). ``tta``:
+    average the probabilities of flipped/rotated views (``cropseg.inference.tta``; each view
+    is one more pass of ``fn``).
     """
 
-    def __init__(self, fn: Callable, device: Any = "cpu", precision: str = "auto", channels_last: bool | None = None):
+    def __init__(self, fn: Callable, device: Any = "cpu", precision: str = "auto", channels_last: bool | None = None,
+                 tta: str = "none"):
         import torch
 
         self.fn = fn
@@ -123,15 +129,16 @@ class Runner:
             raise UserError(f"precision={precision!r} is not known; choose one of: auto, fp32, bf16, fp16")
         self.precision = precision
         self.channels_last = cuda if channels_last is None else channels_last
+        self.tta = check_mode(tta)
 
     @classmethod
-    def from_model(cls, model, device: Any = "cpu", precision: str = "auto") -> "Runner":
+    def from_model(cls, model, device: Any = "cpu", precision: str = "auto", tta: str = "none") -> "Runner":
         import torch
 
         model = model.to(device).eval()
         if torch.device(device).type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        return cls(model, device, precision)
+        return cls(model, device, precision, tta=tta)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -145,7 +152,7 @@ class Runner:
         with torch.inference_mode():
             ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
             with ctx:
-                y = self.fn(x)
+                y = with_tta(self.fn, self.tta)(x)
             return y[:, 0].float().cpu().numpy()
 
 
@@ -165,12 +172,12 @@ class ModelInfo:
         return list(self.spec.bands)
 
 
-def load_checkpoint_model(path: str | Path, device: str = "auto", precision: str = "auto") -> ModelInfo:
+def load_checkpoint_model(path: str | Path, device: str = "auto", precision: str = "auto", tta: str = "none") -> ModelInfo:
     from cropseg.models.checkpoint import load_cropland_model
 
     dev = pick_device(device)
     model, card = load_cropland_model(path, map_location="cpu")
-    return ModelInfo(runner=Runner.from_model(model, dev, precision), spec=model.spec, patch_size=card.patch_size,
+    return ModelInfo(runner=Runner.from_model(model, dev, precision, tta), spec=model.spec, patch_size=card.patch_size,
                      threshold=card.threshold, name=card.name, description=card.description)
 
 
@@ -416,7 +423,7 @@ def predict_scene(scene: str | Path, output: str | Path, model: ModelInfo, setti
             "sensor": plan.sensor_note(), "input_contract": model.spec.nodata,
             "threshold": threshold, **encoding_tags(),
             "window": window, "stride": stride, "margin": grid.margin, "blending": settings.blending,
-            "padding": settings.padding, "source": scene.name,
+            "padding": settings.padding, "tta": settings.tta, "source": scene.name,
         }
         descriptions = ["cropland_probability"] + (["cropland_class"] if settings.class_band else [])
         profile = output_profile(src, settings.class_band)
@@ -546,7 +553,7 @@ def predict_many(scenes: Sequence[Path], output: str | Path, settings: PredictSe
             else:
                 path = checkpoint_for(scene, ckpt, models)
                 if path not in loaded:
-                    loaded[path] = load_checkpoint_model(path, settings.device, settings.precision)
+                    loaded[path] = load_checkpoint_model(path, settings.device, settings.precision, settings.tta)
                 res = predict_scene(scene, target, loaded[path], settings, overwrite)
         except UserError as err:
             if models is None and ckpt and ckpt not in loaded and str(err).startswith(f"{ckpt}:"):
