@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 
-import pytest
 
 from conftest import SHARED_DATA, needs
 from cropseg.config import compose

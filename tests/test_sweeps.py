@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from cropseg.runs import main as runs_main
 
@@ -117,12 +118,17 @@ def test_run_dirname_is_short_readable_and_safe():
     # what every job of the sweep shares (given as such on the command line) is left out
     assert run_dirname(1, ["model=unet", "trainer.max_epochs=2"], fixed=["-m", "model=unet,fpn", "trainer.max_epochs=2"]) \
         == "1_model-unet"
+    # ... also when Hydra writes a shared value back in another form (1e-3 -> 0.001)
+    assert run_dirname(2, ["model=fpn", "optimizer.lr=0.001"], fixed=["-m", "model=unet,fpn", "optimizer.lr=1e-3"]) \
+        == "2_model-fpn"
+    assert run_dirname(0, ["optimizer.lr=0.001"], fixed=["-m", "optimizer.lr=range(0.001,0.003,0.001)"]) == "0_lr-0.001"
     long = run_dirname(12, [f"k{i}=value{i}" for i in range(30)])
     assert long.startswith("12_k0-value0_") and len(long) <= 63 and "=" not in long and "," not in long
 
 
 def test_summarize_logs_lists_training_runs_only(tiny_checkpoint, tmp_path, capsys):
-    """A whole logs/ tree: a predict run and a config that failed before training are not training runs."""
+    """A whole logs/ tree: a predict run and a config that failed before training are not training runs;
+    a training run named by the user (task_name=my_sweep, as sweeps are) is one."""
     import shutil
 
     import numpy as np
@@ -131,6 +137,12 @@ def test_summarize_logs_lists_training_runs_only(tiny_checkpoint, tmp_path, caps
 
     logs = tmp_path / "logs"
     shutil.copytree(tiny_checkpoint.parents[1], logs / "train" / "runs" / "2026-01-01_00-00-00_000000")
+    named = logs / "my_sweep" / "runs" / "2026-01-02_00-00-00_000000"
+    shutil.copytree(tiny_checkpoint.parents[1], named)
+    from cropseg.config import compose
+
+    (named / ".hydra").mkdir()
+    (named / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose("train", ["task_name=my_sweep"])))
     bad = _cli(["data=h5", f"paths.log_dir={logs}"], tmp_path)  # data.root missing: stops before training
     assert bad.returncode == 2
     scene = tmp_path / "scene.tif"
@@ -148,4 +160,5 @@ def test_summarize_logs_lists_training_runs_only(tiny_checkpoint, tmp_path, caps
 
     assert runs_main(["summarize", str(logs)]) == 0
     table = pd.read_csv(logs / "runs_summary.csv")
-    assert table["run"].tolist() == ["train/runs/2026-01-01_00-00-00_000000"] and table["status"][0] == "finished"
+    assert sorted(table["run"]) == ["my_sweep/runs/2026-01-02_00-00-00_000000", "train/runs/2026-01-01_00-00-00_000000"]
+    assert set(table["status"]) == {"finished"}

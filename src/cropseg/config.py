@@ -50,10 +50,14 @@ def run_dirname(num: Any, overrides: Any, max_len: int = 60, fixed: Any = None) 
     import sys
 
     same = set(sys.argv[1:] if fixed is None else fixed)
+    # A key given one plain value on the command line is the same in every job, whatever form
+    # Hydra writes the value back in (optimizer.lr=1e-3 comes back as 0.001).
+    single = {k for k, _, v in (str(o).lstrip("+~").partition("=") for o in same if "=" in str(o))
+              if "," not in v and not re.match(r"\s*\w+\(", v)}
     keep = []
     for o in list(overrides or []):
         key, _, value = str(o).lstrip("+~").partition("=")
-        if str(o) in same or key.startswith(("paths.", "hydra.")) or key in {"seed", "ckpt_path", "init_from"} \
+        if str(o) in same or key in single or key.startswith(("paths.", "hydra.")) or key in {"seed", "ckpt_path", "init_from"} \
                 or "/" in value:
             continue
         keep.append(f"{key.rsplit('.', 1)[-1]}-{value}")

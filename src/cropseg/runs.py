@@ -29,15 +29,17 @@ VAL_METRICS = ("val/iou", "val/f1", "val/precision", "val/recall", "val/accuracy
 TEST_METRICS = ("test/iou", "test/f1", "test/precision", "test/recall", "test/accuracy", "test/kappa", "test/loss")
 
 
-def _task(run: Path) -> str | None:
+def _is_training(run: Path) -> bool:
+    """Whether ``run``'s Hydra config (if any) is a training config. Told by its content (a
+    ``trainer`` section), not by ``task_name``, which users set to name their sweeps."""
     f = run / ".hydra" / "config.yaml"
     if not f.is_file():
-        return None
+        return True
     try:
         cfg = yaml.safe_load(f.read_text()) or {}
     except yaml.YAMLError:
-        return None
-    return cfg.get("task_name") if isinstance(cfg, dict) else None
+        return True
+    return isinstance(cfg, dict) and ("trainer" in cfg or cfg.get("task_name") == "train")
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -54,7 +56,7 @@ def find_runs(root: Path) -> list[Path]:
             if ".pl_hydra" in str(run) or ".submitit" in run.parts:
                 continue
             found.add(run)
-    return sorted(r for r in found if _task(r) in (None, "train"))
+    return sorted(r for r in found if _is_training(r))
 
 
 def _read_overrides(run: Path) -> list[str]:
