@@ -40,7 +40,7 @@ class LastCheckpoint(Checkpoint):
         tmp = temporary_sibling(self.path)
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state: resumable
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
