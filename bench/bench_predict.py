@@ -2,6 +2,7 @@
 
     python bench/bench_predict.py                       # CPU defaults (1024² throughput, 1000² vs 3000² memory)
     python bench/bench_predict.py --device cuda --size 8192 --mem-sizes 2000 8000 --batch 64
+    python bench/bench_predict.py --size 1536 --defaults-only --set quicklook=false   # without the PNG preview
 
 A Unet-ResNet34 with random weights (no download) is saved as a cropseg checkpoint of
 patch size 192. For each setting (the original 192 window / stride 72 / mean, and
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 SETTINGS = {
     "original (192, stride 72, mean)": dict(window=192, stride=72, margin=0, blending="mean", padding="constant"),
@@ -124,6 +126,9 @@ def main() -> None:
     p.add_argument("--work", default=None, help="folder for temporary scenes (default: system temp)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--only-memory", action="store_true", help="skip the throughput table")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="prediction settings for every run, as in conf/predict.yaml (e.g. quicklook=false)")
+    p.add_argument("--defaults-only", action="store_true", help="throughput of cropseg's defaults only (not the original's)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     for k in ("--ckpt", "--scene", "--out", "--setting"):
@@ -141,13 +146,18 @@ def main() -> None:
         ckpt = make_checkpoint(tmp / "unet-resnet34.ckpt")
         scene = make_scene(tmp / "scene.tif", args.size)
         rows = []
-        for name, setting in ({} if args.only_memory else SETTINGS).items():
-            r = run_child(ckpt, scene, setting, args, raw=True)
+        chosen = {} if args.only_memory else SETTINGS
+        if args.defaults_only:
+            chosen = {k: v for k, v in chosen.items() if k.startswith("cropseg defaults")}
+        extra = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in args.set)}
+        for name, setting in chosen.items():
+            r = run_child(ckpt, scene, {**setting, **extra}, args, raw=True)
             rows.append((name, r))
         mem = []
         for size in args.mem_sizes:
             s = make_scene(tmp / f"mem{size}.tif", size)
-            mem.append((size, run_child(ckpt, s, SETTINGS["cropseg defaults (192, overlap 1/8, cosine)"], args, raw=False)))
+            mem.append((size, run_child(ckpt, s, {**SETTINGS["cropseg defaults (192, overlap 1/8, cosine)"], **extra}, args,
+                                        raw=False)))
             s.unlink()
 
     dev = args.device if args.device != "cpu" else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"

@@ -109,16 +109,24 @@ class Preprocess(torch.nn.Module):
     def finish_(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` in place on a float32 (N, C, H, W) tensor; returns the nodata mask."""
         if x.device.type == "cpu":
-            # The same mask from the same band sum; numpy's isfinite is ~4x torch's on the CPU, where
-            # loader workers finish every training item.
-            nodata_np = ~np.isfinite(x.sum(dim=1, keepdim=True).numpy())
-            nodata = torch.from_numpy(nodata_np)
-        else:
-            nodata = self.nodata_mask(x)
+            # Loader workers finish every training item here, one small tensor at a time: numpy's
+            # ufuncs carry less per-call overhead than torch's (a loader ~10 % faster), and float32
+            # subtraction, division and clipping are exact IEEE operations in both, so the result
+            # is bit-identical to ``forward`` (the parity test compares them).
+            a = x.numpy()
+            lo, span = self.lo.numpy(), self.span.numpy()
+            nodata_np = ~np.isfinite(a.sum(axis=1, keepdims=True))
+            np.subtract(a, lo, out=a)
+            np.divide(a, span, out=a)
+            if self.clip:
+                np.clip(a, 0.0, 1.0, out=a)
+            if nodata_np.any():
+                np.copyto(a, 0.0, where=nodata_np)
+            return torch.from_numpy(nodata_np)
+        nodata = self.nodata_mask(x)
         lo, span = self._constants(x.device)
         x.sub_(lo).div_(span)
         if self.clip:
             x.clamp_(0.0, 1.0)
-        if x.device.type != "cpu" or nodata_np.any():  # no host sync on a GPU; no pass when all valid
-            x.masked_fill_(nodata, 0.0)
+        x.masked_fill_(nodata, 0.0)  # no host sync on a GPU
         return nodata
