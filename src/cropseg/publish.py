@@ -35,7 +35,7 @@ from typing import Any, Callable
 from cropseg import __version__
 from cropseg.command import Command, Group
 from cropseg.errors import UserError, report_user_errors
-from cropseg.io import write_text_atomic
+from cropseg.io import ensure_output_dir, write_text_atomic
 from cropseg.inputs import expand_inputs
 from cropseg.maps import MAP_GLOB, MAP_NAME
 
@@ -315,11 +315,7 @@ class PublishBackend:
 
 
 def write_dry_run(cfg: dict[str, Any], files: list[MapFile], items: list[Item]) -> Path:
-    out = Path(cfg["dry_run_dir"])
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"dry_run.dir={out}: cannot be created ({err.strerror or err})") from None
+    out = ensure_output_dir(cfg["dry_run_dir"], "dry_run_dir")
     uploads = [{"path": str(f.path), "uri": f.uri, "size": f.size, "crc32c": crc32c_b64(f.path)} for f in files]
     write_text_atomic(out / "uploads.json", json.dumps({"dry_run": True, "uploads": uploads}, indent=1) + "\n")
     for it in items:

@@ -259,7 +259,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if str(plain.get("optimized_metric", "")).startswith("test/"):
         raise UserError(f"optimized_metric={plain['optimized_metric']}: choosing by the test list makes it a second "
                         "validation list and its score optimistic; optimize a val/ metric and read test/ in the results")
-    resume = read_checkpoint(ckpt_path) if ckpt_path else None  # a missing or foreign file: one line, now
+    resume = None
+    if ckpt_path:  # a missing or foreign file: one line, now. Lightning loads the weights itself in fit:
+        # keep only the progress and callback states, not a second copy of weights and optimizer state.
+        resume = {k: v for k, v in read_checkpoint(ckpt_path).items() if k in ("epoch", "global_step", "callbacks")}
     pl.seed_everything(plain["seed"], workers=True, verbose=False)
     dm = datamodule_from_config(plain["data"], seed=plain["seed"])
     model = model_from_config(plain, dm.spec)

@@ -249,18 +249,6 @@ class RasterLabels:
         self._stack.close()
 
 
-def _geometry_bounds(geom: dict) -> tuple[float, float, float, float]:
-    def walk(c):
-        if c and isinstance(c[0], (int, float)):
-            yield c[:2]
-        else:
-            for part in c:
-                yield from walk(part)
-
-    xy = np.asarray(list(walk(geom["coordinates"])), float)
-    return float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())
-
-
 class PolygonLabels:
     """Field polygons burnt onto each window of the imagery's grid: 1 cropland, 0 other, NaN unknown.
 
@@ -275,7 +263,7 @@ class PolygonLabels:
     def __init__(self, path: str | Path, src, settings: ChipSettings, image_path: str | Path = ""):
         from rasterio.warp import transform_geom
 
-        from cropseg.evaluation.vector import read_layer
+        from cropseg.evaluation.vector import geometry_bounds, read_layer
 
         self.path = Path(path)
         layer = read_layer(self.path)
@@ -304,7 +292,7 @@ class PolygonLabels:
             geoms = transform_geom(layer.crs, src.crs, geoms)
         self.geoms = geoms
         self.crop = crop
-        self.bounds = np.array([_geometry_bounds(g) for g in geoms], float).reshape(-1, 4)
+        self.bounds = np.array([geometry_bounds(g) for g in geoms], float).reshape(-1, 4)
         b = src.bounds
         meets = ((self.bounds[:, 0] < b.right) & (self.bounds[:, 2] > b.left)
                  & (self.bounds[:, 1] < b.top) & (self.bounds[:, 3] > b.bottom))

@@ -105,12 +105,8 @@ def evaluate_agreement(cfg: AgreementConfig) -> dict:
         raise UserError(f"resampling={cfg.resampling!r}: choose one of nearest, mode, min, max, med") from None
     out = ensure_output_dir(cfg.out, "out")
     ref = open_map(cfg.reference, cfg.reference_spec)
-    maps = open_maps(cfg.maps, cfg.spec)
-    if cfg.year is not None:
-        maps = [m for m in maps if m.year == cfg.year]
-        if not maps:
-            raise UserError(f"mismatched years: no map is for year={cfg.year}")
-    elif ref.year is not None and any(m.year is not None for m in maps):
+    maps = open_maps(cfg.maps, cfg.spec, year=cfg.year)  # year=: that year's maps, as in area
+    if cfg.year is None and ref.year is not None and any(m.year is not None for m in maps):
         same = [m for m in maps if m.year == ref.year]
         if not same:
             years = ", ".join(sorted({str(m.year) for m in maps}))

@@ -29,7 +29,7 @@ from cropseg.maps import NODATA
 
 from .geodesy import pixel_areas
 from .maps import MapRaster, MapSpec, maps_by_year, open_maps
-from .vector import WGS84, read_regions
+from .vector import WGS84, geometry_bounds, read_regions
 
 
 def _strip_areas(m: MapRaster, win: Window) -> np.ndarray:
@@ -48,12 +48,6 @@ def map_class_areas(m: MapRaster, rows: int = 1024) -> tuple[float, float]:
     return crop, valid_total
 
 
-def _geom_bounds(g: dict) -> tuple[float, float, float, float]:
-    from shapely.geometry import shape
-
-    return tuple(float(v) for v in shape(g).bounds)  # type: ignore[return-value]
-
-
 @dataclass
 class Regions:
     """Zones to sum over: polygon regions, or None for lon/lat cells / map tiles."""
@@ -69,7 +63,7 @@ def load_regions(path: str | Path, id_column: str | None = None) -> Regions:
     ids, geoms, crs = read_regions(path, id_column)
     bbox = {}
     for i, g in zip(ids, geoms):
-        b = _geom_bounds(g)
+        b = geometry_bounds(g)
         bbox[i] = b if crs == WGS84 else transform_bounds(crs, WGS84, *b)
     return Regions(ids=ids, geometries=geoms, crs=crs, bbox=bbox)
 
@@ -110,7 +104,7 @@ def _region_zones(m: MapRaster, regions: Regions):
     geoms, idx = [], []
     for k, g in enumerate(regions.geometries or []):
         gm = g if regions.crs == m.crs else transform_geom(regions.crs, m.crs, g)
-        x0, y0, x1, y1 = _geom_bounds(gm)
+        x0, y0, x1, y1 = geometry_bounds(gm)
         if x1 < b.left or x0 > b.right or y1 < b.bottom or y0 > b.top:
             continue
         geoms.append(gm)

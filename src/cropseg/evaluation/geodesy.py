@@ -48,8 +48,8 @@ def band_area(lat1_deg, lat2_deg, dlon_deg, a: float = WGS84_A, f: float = WGS84
 
 
 @functools.lru_cache(maxsize=32)
-def _pyproj(wkt: str) -> tuple[Any, Any, float, float, float]:
-    """(transformer to the CRS's geographic CRS or None, Geod, metres per unit, a, f) of a CRS, cached."""
+def _pyproj(wkt: str) -> tuple[Any, Any, float, float]:
+    """(transformer to the CRS's geographic CRS or None, Geod, a, f) of a CRS, cached."""
     from pyproj import CRS, Geod, Transformer
 
     crs = CRS.from_wkt(wkt)
@@ -59,17 +59,8 @@ def _pyproj(wkt: str) -> tuple[Any, Any, float, float, float]:
     f = 1 / inv_f if inv_f else 0.0
     geod = Geod(a=a, f=f)
     if crs.is_geographic:
-        return None, geod, 1.0, a, f
-    unit = 1.0
-    if crs.axis_info and crs.axis_info[0].unit_conversion_factor:
-        unit = float(crs.axis_info[0].unit_conversion_factor)
-    return Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True), geod, unit, a, f
-
-
-def ellipsoid(crs) -> tuple[float, float]:
-    """(semi-major axis in metres, flattening) of ``crs``'s ellipsoid (WGS84 when it has none)."""
-    _, _, _, a, f = _pyproj(crs.to_wkt())
-    return a, f
+        return None, geod, a, f
+    return Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True), geod, a, f
 
 
 def _centres(start: int, n: int) -> np.ndarray:
@@ -81,7 +72,7 @@ def _centres(start: int, n: int) -> np.ndarray:
 def _ground_areas(transform, crs, row_off: int, height: int, col_off: int, width: int) -> np.ndarray:
     """Geodesic area (m²) of every pixel of the block, (height, width): exact at sampled pixels,
     bilinear in between."""
-    to_geo, geod, _, _, _ = _pyproj(crs.to_wkt())
+    to_geo, geod, _, _ = _pyproj(crs.to_wkt())
     rs, cs = _centres(row_off, height), _centres(col_off, width)
     half_x, half_y = transform.a / 2, transform.e / 2
     cx = transform.c + transform.a * cs
@@ -118,7 +109,7 @@ def pixel_areas(transform, crs, row_off: int, height: int, col_off: int = 0, wid
         raise ValueError("rotated rasters are not supported")
     if crs is None:
         return np.full((height, 1), abs(transform.a * transform.e))
-    _, _, _, a, f = _pyproj(crs.to_wkt())
+    _, _, a, f = _pyproj(crs.to_wkt())
     if crs.is_geographic:
         rows = np.arange(row_off, row_off + height, dtype=float)
         lat_top = np.clip(transform.f + transform.e * rows, -90, 90)

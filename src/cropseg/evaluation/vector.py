@@ -46,6 +46,13 @@ def wkb_to_geojson(wkb: bytes | None) -> dict | None:
     return mapping(geom) if not geom.is_empty else None
 
 
+def geometry_bounds(geom: dict) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) of a GeoJSON-like geometry: to skip those outside a window cheaply."""
+    from shapely.geometry import shape
+
+    return tuple(float(v) for v in shape(geom).bounds)  # type: ignore[return-value]
+
+
 def point_wkb(x: float, y: float) -> bytes:
     import shapely
 

@@ -43,13 +43,9 @@ def task_record(item, task) -> dict[str, Any]:
 
 
 def write_dry_run(items, out_dir: Path) -> dict[str, Any]:
-    from cropseg.io import write_text_atomic
+    from cropseg.io import ensure_output_dir, write_text_atomic
 
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"dry_run.dir={out_dir}: cannot be created ({err.strerror or err})") from None
+    out_dir = ensure_output_dir(out_dir, "dry_run_dir")
     entries = []
     for item in items:
         task = item.build()

@@ -147,11 +147,9 @@ def run(cfg: dict) -> int:
     if out.suffix.lower() == ".vrt":
         build_vrt(maps, out)
         kind = "VRT"
-    elif out.suffix.lower() in (".tif", ".tiff"):
+    else:
         build_cog(maps, out)
         kind = "COG"
-    else:
-        raise UserError(f"out={out}: give a .vrt or a .tif path")
     print(f"cropseg mosaic: {kind} of {len(maps)} map(s) -> {out}")
     return 0
 

@@ -130,6 +130,7 @@ class Runner:
         self.precision = precision
         self.channels_last = cuda if channels_last is None else channels_last
         self.tta = check_mode(tta)
+        self.proba = with_tta(fn, self.tta)  # fn itself when tta=none
 
     @classmethod
     def from_model(cls, model, device: Any = "cpu", precision: str = "auto", tta: str = "none") -> "Runner":
@@ -152,7 +153,7 @@ class Runner:
         with torch.inference_mode():
             ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
             with ctx:
-                y = with_tta(self.fn, self.tta)(x)
+                y = self.proba(x)
             return y[:, 0].float().cpu().numpy()
 
 

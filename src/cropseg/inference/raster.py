@@ -272,6 +272,18 @@ def scene_sensor(src, path: str | Path, given: str | None = None) -> tuple[str |
     return None, ""
 
 
+def to_physical_(raw: np.ndarray, plan: Any) -> np.ndarray:
+    """Stored values of ``plan.read`` bands (k, h, w) float32 → physical values, in place: a band's
+    nodata value becomes NaN (tested on the stored values, before scaling), then scale and offset."""
+    for k, (nd, s, o) in enumerate(zip(plan.nodata, plan.scale, plan.offset)):
+        if nd is not None and np.isfinite(nd):
+            raw[k][raw[k] == np.float32(nd)] = np.nan
+        if (s, o) != (1.0, 0.0):
+            raw[k] *= np.float32(s)
+            raw[k] += np.float32(o)
+    return raw
+
+
 def check_units(src, path: str | Path, plan: BandPlan, spec: Any, samples: int = 3, size: int = 64) -> None:
     """Stop a scene whose values are clearly not in the units the model was trained on.
 
@@ -290,14 +302,9 @@ def check_units(src, path: str | Path, plan: BandPlan, spec: Any, samples: int =
     values: dict[str, list[np.ndarray]] = {}
     for r in sorted(set(rows)):
         for c in sorted(set(cols)):
-            raw = src.read(plan.read, window=Window(int(c), int(r), w, h), out_dtype="float32")
+            raw = to_physical_(src.read(plan.read, window=Window(int(c), int(r), w, h), out_dtype="float32"), plan)
             for k, name in enumerate(plan.read_names):
-                v = raw[k][np.isfinite(raw[k])]
-                nd = plan.nodata[k]
-                if nd is not None and np.isfinite(nd):
-                    v = v[v != nd]
-                values.setdefault(units.get(name, "unknown"), []).append(
-                    v * np.float32(plan.scale[k]) + np.float32(plan.offset[k]))
+                values.setdefault(units.get(name, "unknown"), []).append(raw[k][np.isfinite(raw[k])])
     for unit, parts in values.items():
         if unit not in UNIT_MEDIAN_RANGE:
             continue
@@ -395,13 +402,7 @@ class SceneReader:
             raise ValueError(f"window rows {row0}..{row0 + h}, cols {col0}..{col0 + w} is not inside the "
                              f"{self.height} x {self.width} scene")
         win = Window(col0, row0, w, h)
-        raw = self.src.read(self.plan.read, window=win, out_dtype="float32")
-        for k, (nd, s, o) in enumerate(zip(self.plan.nodata, self.plan.scale, self.plan.offset)):
-            if nd is not None and np.isfinite(nd):
-                raw[k][raw[k] == np.float32(nd)] = np.nan  # checked on the stored values, before scaling
-            if (s, o) != (1.0, 0.0):
-                raw[k] *= np.float32(s)
-                raw[k] += np.float32(o)
+        raw = to_physical_(self.src.read(self.plan.read, window=win, out_dtype="float32"), self.plan)
         out = np.empty((len(self.plan.bands), h, w), np.float32)
         for c, s in enumerate(self.plan.sources):
             if s[0] == "read":

@@ -24,7 +24,7 @@ from cropseg.errors import UserError, choose
 
 from .checkpoint import CHECKPOINT_FORMAT
 from .losses import CombinedLoss
-from .network import CroplandModel, build_network, probability
+from .network import build_network, probability
 from .preprocess import InputSpec
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -95,10 +95,6 @@ class SegmentationModule(pl.LightningModule):
         module = cls(**{k: v for k, v in hp.items() if k in known})
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
-
-    def cropland_model(self) -> CroplandModel:
-        """Raw bands → probability with this network: what prediction and export run."""
-        return CroplandModel(self.spec, self.net, float(self.hparams.temperature))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, 1, H, W) for normalized images (N, C, H, W)."""
